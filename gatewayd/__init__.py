@@ -1,0 +1,1 @@
+"""gatewayd package."""

@@ -1,0 +1,1 @@
+"""IKEv2 cryptography, all of it through the `cryptography` package."""

@@ -1,0 +1,59 @@
+"""What an IKE session needs to know about its peer: identities, credentials, proposals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ike.auth.identity import Identity
+from ike.payloads import Proposal, TrafficSelector
+
+
+@dataclass(frozen=True)
+class RetransmitPolicy:
+    """Exponential back-off: timeout * base**n, until give_up seconds after the first send."""
+
+    timeout: float = 2.0
+    base: float = 1.8
+    give_up: float = 45.0
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    """One Child SA to negotiate: its selectors (ours / the peer's) and ESP proposals."""
+
+    name: str
+    local_ts: tuple[TrafficSelector, ...]
+    remote_ts: tuple[TrafficSelector, ...]
+    esp_proposals: tuple[Proposal, ...]
+
+
+@dataclass
+class SessionConfig:
+    """Everything one IKE SA is negotiated from. Built by the daemon from the site config."""
+
+    name: str
+    local_id: Identity
+    remote_id: Identity  # may be the wildcard (%any)
+    ike_proposals: list[Proposal]
+    children: list[ChildConfig]
+    # Credentials: a PSK, or a private key with our chain and the trust store for the peer.
+    psk: bytes | None = None
+    private_key: Any = None
+    certificates: list[Any] = field(default_factory=list)  # our end entity first, then intermediates
+    trust: Any = None  # ike.auth.certs.TrustStore
+    remote_auth: str = "psk"  # how the peer must authenticate: "psk" or "pubkey"
+    ike_lifetime: float = 28800.0
+    child_lifetime: float = 27000.0
+    child_lifetime_bytes: int | None = None
+    rekey_margin: float = 0.1  # rekey this fraction before the hard lifetime
+    jitter: float = 0.05  # randomise soft lifetimes by up to this fraction
+    dpd_interval: float = 30.0  # seconds of silence before a liveness check
+    retransmit: RetransmitPolicy = field(default_factory=RetransmitPolicy)
+    fragment_size: int = 1280  # fragment our protected messages above this (RFC 7383)
+    nat_t_port: int = 4500
+    initial_contact: bool = True
+    max_init_retries: int = 5  # INVALID_KE and COOKIE rounds before giving up
+
+    def __repr__(self) -> str:  # credentials never appear in logs
+        return f"SessionConfig(name={self.name!r}, local_id={self.local_id}, remote_id={self.remote_id})"

@@ -1,0 +1,1 @@
+"""Namespace lab and interop tests (need root; see tests/lab)."""
