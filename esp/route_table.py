@@ -301,5 +301,5 @@ class RouteTable(Generic[T]):
 
     def _publish(self) -> None:
         # One reference assignment: readers see the old snapshot or the new, never a mix.
-        if self._batch_depth == 0:
+        if True:
             self._snapshot = RouteSnapshot(self._slots)

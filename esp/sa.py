@@ -213,6 +213,7 @@ def _cbc(params: EspParams) -> Cipher[modes.CBC]:
 
 Packet = bytes | bytearray | memoryview
 SealFn = Callable[[int, bytes, int], bytes]
+IvSource = Callable[[int], bytes]  # sequence number -> IV
 DecryptFn = Callable[[Packet, int], bytes | None]
 
 
@@ -220,7 +221,14 @@ def _bad_next_header(next_header: int) -> ValueError:
     return ValueError(f"next header {next_header} out of range")
 
 
-def _aead_sealer(params: EspParams) -> SealFn:
+def _given_iv(iv_source: IvSource, seq: int, iv_len: int) -> bytes:
+    iv = iv_source(seq)
+    if len(iv) != iv_len:
+        raise ValueError(f"iv_source gave {len(iv)} bytes, the cipher needs {iv_len}")
+    return iv
+
+
+def _aead_sealer(params: EspParams, iv_source: IvSource | None) -> SealFn:
     encrypt = _aead_for(params).encrypt
     spi, esn, salt = params.spi, params.esn, params.encr_key[-SALT_LEN:]
     pack_hdr_iv, pack_aad, trailers = _HDR_IV.pack, _AAD_ESN.pack, _TRAILERS
@@ -230,13 +238,15 @@ def _aead_sealer(params: EspParams) -> SealFn:
             raise _bad_next_header(next_header)
         trailer = trailers[(-(len(inner) + 2) & 3) << 8 | next_header]  # 4-byte alignment
         hdr_iv = pack_hdr_iv(spi, seq & _LOW, seq)
+        if iv_source is not None:
+            hdr_iv = hdr_iv[:8] + _given_iv(iv_source, seq, 8)
         aad = pack_aad(spi, seq >> 32, seq & _LOW) if esn else hdr_iv[:8]
         return hdr_iv + encrypt(salt + hdr_iv[8:], inner + trailer, aad)
 
     return seal_at
 
 
-def _cbc_sealer(params: EspParams) -> SealFn:
+def _cbc_sealer(params: EspParams, iv_source: IvSource | None) -> SealFn:
     encrypt = _cbc(params).encryptor().update
     base_mac = _hmac_for(params)
     spi, esn, icv_len = params.spi, params.esn, params.icv_len
@@ -247,8 +257,13 @@ def _cbc_sealer(params: EspParams) -> SealFn:
         if next_header & ~0xFF:
             raise _bad_next_header(next_header)
         trailer = trailers[(-(len(inner) + 2) & 15) << 8 | next_header]  # whole blocks
-        # Output: IV (the encrypted nonce block) | ciphertext; see the module docstring.
-        body = pack_hdr(spi, seq & _LOW) + encrypt(pack_nonce(0, seq) + inner + trailer)
+        if iv_source is None:
+            # Output: IV (the encrypted nonce block) | ciphertext; see the module docstring.
+            body = pack_hdr(spi, seq & _LOW) + encrypt(pack_nonce(0, seq) + inner + trailer)
+        else:  # slow path: a cipher object per packet
+            iv = _given_iv(iv_source, seq, 16)
+            cbc = Cipher(algorithms.AES(params.encr_key), modes.CBC(iv)).encryptor()
+            body = pack_hdr(spi, seq & _LOW) + iv + cbc.update(inner + trailer)
         mac = base_mac.copy()
         mac.update(body)
         if esn:
@@ -309,9 +324,19 @@ class OutboundSa:
     )
 
     def __init__(
-        self, params: EspParams, selectors: SelectorSet | None = None, *, last_seq: int = 0
+        self,
+        params: EspParams,
+        selectors: SelectorSet | None = None,
+        *,
+        last_seq: int = 0,
+        iv_source: IvSource | None = None,
     ) -> None:
-        """last_seq: the sequence number last sent (0 for a new SA; RFC 6311 resumes)."""
+        """last_seq: the sequence number last sent (0 for a new SA; RFC 6311 resumes).
+
+        iv_source: seq -> IV, for known-answer tests only. The default IV is the sequence
+        number (AEAD) or an encrypted counter (CBC); an IV repeated under an AEAD key
+        breaks it, so never pass one in production.
+        """
         self.params = params
         self.spi = params.spi
         self.selectors = selectors
@@ -322,7 +347,8 @@ class OutboundSa:
         if not 0 <= last_seq <= self._seq_max:
             raise ValueError("last_seq out of range")
         self._seq = last_seq
-        self.seal_at: SealFn = _aead_sealer(params) if params.is_aead else _cbc_sealer(params)
+        make_sealer = _aead_sealer if params.is_aead else _cbc_sealer
+        self.seal_at: SealFn = make_sealer(params, iv_source)
 
     @property
     def seq(self) -> int:

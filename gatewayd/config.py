@@ -246,7 +246,8 @@ def _proposal(protocol: str) -> Callable[[object], str]:
         try:
             proposals.parse_proposal(text, ProtocolId[protocol])
         except ProposalError as exc:
-            raise ValueError(f"{text!r}: {exc}") from None
+            message = str(exc)  # name the proposal once, whether or not the engine did
+            raise ValueError(message if repr(text) in message else f"{text!r}: {message}") from None
         return text
 
     return check

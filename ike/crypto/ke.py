@@ -93,9 +93,7 @@ _CURVES: dict[int, tuple[type[ec.EllipticCurve], int]] = {
 class EcpKeyExchange(_DiffieHellman):
     """KE data is x | y, each padded to the field size, without the 0x04 point prefix."""
 
-    def __init__(
-        self, group: int, private_key: ec.EllipticCurvePrivateKey | None = None
-    ) -> None:
+    def __init__(self, group: int, private_key: ec.EllipticCurvePrivateKey | None = None) -> None:
         if group not in _CURVES:
             raise ProposalError(f"key exchange {_name(group)} is not supported")
         curve_type, self._coord_len = _CURVES[group]

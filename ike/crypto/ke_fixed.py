@@ -54,15 +54,19 @@ def from_private_bytes(group: int, private: bytes) -> KeyExchange:
     raise ProposalError(f"key exchange {group} is not supported")
 
 
-def fixed_factory(private_keys: Mapping[int, bytes]) -> KeyExchangeFactory:
+def fixed_factory(
+    private_keys: Mapping[KeId, bytes] | Mapping[int, bytes],
+) -> KeyExchangeFactory:
     """A KeyExchangeFactory that always uses the given private key of each group.
 
     Groups without a key raise ProposalError, so a test notices an unplanned group.
     """
 
+    keys: dict[int, bytes] = {int(group): key for group, key in private_keys.items()}
+
     def factory(group: int) -> KeyExchange:
-        if group not in private_keys:
+        if group not in keys:
             raise ProposalError(f"no fixed private key for group {group}")
-        return from_private_bytes(group, private_keys[group])
+        return from_private_bytes(group, keys[group])
 
     return factory

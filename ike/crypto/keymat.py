@@ -63,9 +63,7 @@ def _nonce_key(prf: Prf, ni: bytes, nr: bytes) -> bytes:
     return ni + nr
 
 
-def _expand_ike(
-    prf: Prf, skeyseed: bytes, seed: bytes, encr_len: int, integ_len: int
-) -> IkeKeys:
+def _expand_ike(prf: Prf, skeyseed: bytes, seed: bytes, encr_len: int, integ_len: int) -> IkeKeys:
     sizes = (prf.key_len, integ_len, integ_len, encr_len, encr_len, prf.key_len, prf.key_len)
     stream = prf_plus(prf, skeyseed, seed, sum(sizes))
     parts: list[bytes] = []

@@ -29,11 +29,21 @@ DEFAULT_ESP_PROPOSALS: list[str] = ["aes256gcm16", "aes128gcm16", "aes256-sha256
 
 # Order of transform types in the proposals we build (the order RFC 7296 lists them).
 _TYPE_ORDER: tuple[TransformType, ...] = (
-    T.ENCR, T.PRF, T.INTEG, T.KE, *(T(n) for n in range(T.ADDKE1, T.ADDKE7 + 1)), T.ESN,
+    T.ENCR,
+    T.PRF,
+    T.INTEG,
+    T.KE,
+    *(T(n) for n in range(T.ADDKE1, T.ADDKE7 + 1)),
+    T.ESN,
 )
 # Order strongSwan prints them in.
 _DESCRIBE_ORDER: tuple[TransformType, ...] = (
-    T.ENCR, T.INTEG, T.PRF, T.KE, *(T(n) for n in range(T.ADDKE1, T.ADDKE7 + 1)), T.ESN,
+    T.ENCR,
+    T.INTEG,
+    T.PRF,
+    T.KE,
+    *(T(n) for n in range(T.ADDKE1, T.ADDKE7 + 1)),
+    T.ESN,
 )
 # strongSwan adds the PRF that matches the integrity algorithm when an IKE proposal has none.
 _PRF_FOR_INTEG: dict[int, PrfId] = {

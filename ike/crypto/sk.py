@@ -49,9 +49,7 @@ class AeadSk:
     icv_len = AEAD_ICV_LEN
     block_len = 1  # both are stream modes: no padding is needed
 
-    def __init__(
-        self, cipher: AESGCM | ChaCha20Poly1305, salt: bytes, first_iv: int = 0
-    ) -> None:
+    def __init__(self, cipher: AESGCM | ChaCha20Poly1305, salt: bytes, first_iv: int = 0) -> None:
         if len(salt) != SALT_LEN:
             raise CryptoError("AEAD salt must be 4 bytes")
         if not 0 <= first_iv < _IV_LIMIT:

@@ -235,6 +235,18 @@ CASES = [
         "'3des-md5'",
     ),
     Case(
+        "ike-proposal-without-ke",
+        add(S0, 'ike_proposals = ["aes256-sha256"]'),
+        "site[0].ike_proposals[0]",
+        "'aes256-sha256'",
+    ),
+    Case(
+        "esp-proposal-with-prf",
+        add(S1, 'esp_proposals = ["aes256gcm16", "aes256gcm16-prfsha256"]'),
+        "site[1].esp_proposals[1]",
+        "'aes256gcm16-prfsha256'",
+    ),
+    Case(
         "empty-proposals",
         add(S0, "esp_proposals = []"),
         "site[0].esp_proposals",

@@ -85,8 +85,16 @@ def test_secrets_redacted_nonces_and_spis_kept() -> None:
         sa={"sk_d": "x", "proposal": "AES_GCM_16_256"},
     )
     (event,) = lines(buf)
-    for name in ("psk", "sk_ei", "SK_ar", "skeyseed", "keymat", "password", "shared_secret",
-                 "private_key"):
+    for name in (
+        "psk",
+        "sk_ei",
+        "SK_ar",
+        "skeyseed",
+        "keymat",
+        "password",
+        "shared_secret",
+        "private_key",
+    ):
         assert event[name] == REDACTED, name
     assert event["sa"] == {"sk_d": REDACTED, "proposal": "AES_GCM_16_256"}
     assert event["nonce_i"] == "aabb"
@@ -109,9 +117,19 @@ def test_debug_keys_keeps_secrets_and_warns() -> None:
 @pytest.mark.parametrize(
     ("name", "secret"),
     [
-        ("psk", True), ("sk_pi", True), ("auth_key", True), ("keys", True), ("g_ir", True),
-        ("nonce", False), ("nonce_r", False), ("spi_out", False), ("site", False),
-        ("key_exchange", False), ("ke_group", False), ("psk_file", False), ("peer_id", False),
+        ("psk", True),
+        ("sk_pi", True),
+        ("auth_key", True),
+        ("keys", True),
+        ("g_ir", True),
+        ("nonce", False),
+        ("nonce_r", False),
+        ("spi_out", False),
+        ("site", False),
+        ("key_exchange", False),
+        ("ke_group", False),
+        ("psk_file", False),
+        ("peer_id", False),
     ],
 )
 def test_is_secret_name(name: str, secret: bool) -> None:

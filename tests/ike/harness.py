@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 from ike.auth.identity import Identity
 from ike.constants import ProtocolId
+from ike.crypto.base import KeyExchange
+from ike.crypto.ke_fixed import from_private_bytes
 from ike.crypto.proposals import parse_proposal
+from ike.dispatcher import Dispatcher
 from ike.session import ChildConfig, SessionConfig
 from ike.session import events as ev
 from ike.session.session import Datagram, IkeSession
@@ -27,6 +30,23 @@ PSK = b"a-very-long-pre-shared-key-for-tests"
 def seeded(seed: int) -> Callable[[int], bytes]:
     r = random.Random(seed)
     return r.randbytes
+
+
+_PRIVATE_LEN = {19: 32, 20: 48, 21: 66, 31: 32}
+
+
+def seeded_ke(seed: int) -> Callable[[int], KeyExchange]:
+    """Key exchanges whose private values come from a seeded generator: replayable."""
+    rng = random.Random(seed ^ 0x5EED)
+
+    def factory(group: int) -> KeyExchange:
+        raw = bytearray(rng.randbytes(_PRIVATE_LEN.get(group, 32)))
+        if group == 21:
+            raw[0] &= 0x01  # a P-521 scalar has 521 bits
+        raw[0] |= 0x01 if group == 21 else 0x10  # never zero, never tiny
+        return from_private_bytes(group, bytes(raw))
+
+    return factory
 
 
 def make_config(
@@ -79,17 +99,23 @@ class Pair:
         now: float = T0,
         addr_i: tuple[str, int] = ADDR_I,
         addr_r: tuple[str, int] = ADDR_R,
+        dispatcher_opts: dict[str, int] | None = None,
     ) -> None:
+        dispatcher_opts = dispatcher_opts or {}
         self.now = now
         self.cfg_i = cfg_i or make_config()
         self.cfg_r = cfg_r or make_config(local_id=addr_r[0], remote_id=addr_i[0])
         self.addr_i, self.addr_r = addr_i, addr_r
         self.i = IkeSession(
-            self.cfg_i, initiator=True, local_addr=addr_i, remote_addr=addr_r, now=now, rng=seeded(seed)
+            self.cfg_i, initiator=True, local_addr=addr_i, remote_addr=addr_r, now=now,
+            rng=seeded(seed), ke_factory=seeded_ke(seed),
         )
-        self.r = self.new_responder(seed + 1)
         self.events_i: list[ev.Event] = []
         self.events_r: list[ev.Event] = []
+        self._seed = seed + 1
+        # The responder side is a Dispatcher, as in the daemon: it admits new sessions.
+        self.dispatcher = Dispatcher(self._admit, rng=seeded(seed + 1000), **dispatcher_opts)
+        self.r = self.new_responder(self._seed)
         self.wire = Wire()
         # Filters see (direction, datagram) and return the datagrams to deliver.
         self.filter: Callable[[str, Datagram], list[Datagram]] = lambda d, g: [g]
@@ -97,8 +123,15 @@ class Pair:
     def new_responder(self, seed: int) -> IkeSession:
         return IkeSession(
             self.cfg_r, initiator=False, local_addr=self.addr_r, remote_addr=self.addr_i,
-            now=self.now, rng=seeded(seed),
+            now=self.now, rng=seeded(seed), ke_factory=seeded_ke(seed),
         )
+
+    def _admit(self, remote: tuple[str, int], local: tuple[str, int], now: float) -> IkeSession:
+        if self.r.state.value != "idle":
+            self._drain_events()
+            self._seed += 1
+            self.r = self.new_responder(self._seed)
+        return self.r
 
     def _drain_events(self) -> None:
         for s, out in ((self.i, self.events_i), (self.r, self.events_r)):
@@ -108,12 +141,14 @@ class Pair:
     def pending(self) -> list[tuple[str, Datagram]]:
         out = [("i->r", g) for g in self.i.datagrams_to_send()]
         out += [("r->i", g) for g in self.r.datagrams_to_send()]
+        out += [("r->i", g) for g in self.dispatcher.replies]
+        self.dispatcher.replies = []
         return out
 
     def deliver(self, direction: str, g: Datagram) -> None:
         self.wire.log.append((direction, g.data))
         if direction == "i->r":
-            self.r.receive_datagram(g.data, (self.addr_i[0], g.local_port), self.now)
+            self.dispatcher.receive(g.data, (self.addr_i[0], g.local_port), self.now)
         else:
             self.i.receive_datagram(g.data, (self.addr_r[0], g.local_port), self.now)
 

@@ -52,9 +52,7 @@ def _concat(keys: IkeKeys) -> bytes:
 def test_cavp_ikev2_kdf_sha1() -> None:
     prf = get_prf(PrfId.HMAC_SHA1)
     # 132 bytes of DKM = 3 x 20 (SK_d, SK_pi, SK_pr) + 2 x 20 (SK_a) + 2 x 16 (SK_e).
-    skeyseed, keys = derive_ike_keys(
-        prf, 16, 20, CAVP_GIR, CAVP_NI, CAVP_NR, CAVP_SPII, CAVP_SPIR
-    )
+    skeyseed, keys = derive_ike_keys(prf, 16, 20, CAVP_GIR, CAVP_NI, CAVP_NR, CAVP_SPII, CAVP_SPIR)
     assert skeyseed == CAVP_SKEYSEED
     assert _concat(keys) == CAVP_DKM
     assert keys.sk_d == CAVP_DKM[:20]
@@ -87,9 +85,7 @@ def test_rekey_uses_old_prf_for_skeyseed_and_new_prf_for_expansion() -> None:
     old, new = get_prf(PrfId.HMAC_SHA2_256), get_prf(PrfId.HMAC_SHA2_512)
     old_sk_d, gir = b"d" * 32, b"g" * 97
     ni, nr, spi_i, spi_r = b"n" * 16, b"r" * 24, b"a" * 8, b"b" * 8
-    skeyseed, keys = derive_rekeyed_ike_keys(
-        new, old_sk_d, old, gir, ni, nr, spi_i, spi_r, 32, 64
-    )
+    skeyseed, keys = derive_rekeyed_ike_keys(new, old_sk_d, old, gir, ni, nr, spi_i, spi_r, 32, 64)
     assert skeyseed == hmac.digest(old_sk_d, gir + ni + nr, "sha256")
     stream = prf_plus(new, skeyseed, ni + nr + spi_i + spi_r, 64 * 3 + 64 * 2 + 32 * 2)
     assert _concat(keys) == stream

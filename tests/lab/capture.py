@@ -20,12 +20,14 @@ class Capture:
     """``with Capture(ns, "wan", path, "udp"):`` records to a pcap file until exit."""
 
     def __init__(self, ns: Netns, ifname: str, path: str | Path, bpf: str = "udp") -> None:
-        self.ns, self.ifname, self.path, self.bpf = ns, ifname, Path(path), bpf
+        self.ns, self.ifname, self.path, self.bpf = ns, ifname, Path(path).resolve(), bpf
         self.proc: subprocess.Popen[Any] | None = None
 
     def start(self, timeout: float = 10) -> Self:
-        # -U: write each packet at once; -s 0: whole packets.
-        argv = ["tcpdump", "-n", "-U", "-s", "0", "-i", self.ifname, "-w", str(self.path)]
+        # --immediate-mode: without it packets wait in the ring buffer for a block
+        # timeout and a prompt stop loses them; -U: write each one at once.
+        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-s", "0", "-i", self.ifname]
+        argv += ["-w", str(self.path)]
         self.proc = self.ns.popen([*argv, *self.bpf.split()], stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
         deadline = time.monotonic() + timeout
