@@ -301,5 +301,5 @@ class RouteTable(Generic[T]):
 
     def _publish(self) -> None:
         # One reference assignment: readers see the old snapshot or the new, never a mix.
-        if True:
+        if self._batch_depth == 0:
             self._snapshot = RouteSnapshot(self._slots)

@@ -44,7 +44,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 DEFAULT_CONTROL_SOCKET = "/run/gatewayd/gatewayd.sock"
-ANY_ADDRESS = "%any"
+ANY_ADDRESS: Literal["%any"] = "%any"
 MIN_PSK_LEN = 8  # below this a PSK is guessable offline from one captured IKE_AUTH
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # IFNAMSIZ is 16 with the NUL

@@ -40,7 +40,7 @@ DEFAULT_RULE_PRIORITY = 10000
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
 FIB_RULE_INVERT = 0x2
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
 RT_TABLE_MAIN = 254
 RTPROT_STATIC = 4
 IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x08, 0x40
@@ -269,6 +269,7 @@ class KernelRoutes:
             "dst": str(net.network_address),
             "dst_len": net.prefixlen,
             "table": self.table,
+            "scope": RT_SCOPE_NOWHERE,  # any scope, as `ip route del` does
         }
         if index is not None:
             spec["oif"] = index

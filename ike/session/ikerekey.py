@@ -95,6 +95,8 @@ class RekeyIkeTask(Task):
                 s.start_task(new, DeleteIkeTask("redundant rekey"), now)
                 s.retiring.append(new)
                 return
+            # We won: the peer deletes its redundant SA; keep it until that DELETE arrives.
+            s.retiring.append(peer_new)
         switch_to(s, sa, new, now)
         s.start_task(sa, DeleteIkeTask("rekeyed"), now)
 

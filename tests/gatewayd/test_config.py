@@ -386,6 +386,6 @@ def test_config_error_renders_lines() -> None:
 def test_config_is_immutable() -> None:
     config: Config = parse_config(MINIMAL)
     with pytest.raises(ValidationError):
-        config.gateway.mtu = 9000  # type: ignore[misc]
+        config.gateway.mtu = 9000
     with pytest.raises(FrozenInstanceError):
         config.sites = ()  # type: ignore[misc]

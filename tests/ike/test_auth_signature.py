@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pki
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,6 +15,7 @@ from ike.auth.signature import SignatureScheme
 from ike.constants import AuthMethod, HashAlgorithm
 from ike.errors import AuthenticationError, DecodeError
 from ike.payloads import AuthPayload
+from tests.ike import pki
 
 OCTETS = b"RealMessage1" + bytes(range(32)) + b"\x11" * 32
 ALL_SHA2 = {HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512}

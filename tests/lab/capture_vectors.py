@@ -4,8 +4,9 @@
 Two strongSwan peers (site a = initiator, site b = responder) run in the namespace lab
 with keymat logging (ike=4, chd=4). One IKE_SA_INIT + IKE_AUTH (PSK, identities by IP),
 one ping LAN to LAN (two ESP packets), then an INFORMATIONAL delete, all captured on the
-initiator's WAN link. The values read from the log are checked against RFC 7296 math
-before anything is written, so a file set either is consistent or is not produced.
+initiator's WAN link. The values read from the log are checked against RFC 7296 math, and
+every SK payload and ESP packet is decrypted with them, before anything is written: a
+file set either is consistent or is not produced.
 
     sudo python3 tests/lab/capture_vectors.py            # every case
     sudo python3 tests/lab/capture_vectors.py --case aes256-sha256-modp2048 --out /tmp/v
@@ -28,6 +29,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make "tests.lab" importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from tests.lab.capture import Capture, Datagram, read_udp
 from tests.lab.ikemsg import NON_ESP_MARKER, PAYLOAD_KE, PAYLOAD_NONCE, first_payload, header
 from tests.lab.keylog import Dump, dumps, first
@@ -43,8 +47,10 @@ CASES = ("aes256gcm16-prfsha256-ecp256", "aes256-sha256-modp2048")
 CONN, CHILD = "vectors", "net"
 PRF_HASH = {"PRF_HMAC_SHA2_256": "sha256", "PRF_HMAC_SHA2_384": "sha384"}
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "ike" / "vectors"
-# Log lines worth keeping in the excerpt: the exchange, keymat and Child SA install.
+# Log lines worth keeping in the excerpt: the exchange, keymat and Child SA install,
+# minus the task scheduler's bookkeeping.
 _KEEP_SUBSYSTEMS = {"IKE", "CHD", "ENC", "NET", "CFG"}
+_NOISE = re.compile(r"(queueing|activating|reinitiating|  [A-Z_]+ task$|vici )")
 
 
 def run_exchange(proposal: str, workdir: Path) -> dict[str, Any]:
@@ -80,6 +86,7 @@ def run_exchange(proposal: str, workdir: Path) -> dict[str, Any]:
             "pcap": pcap.read_bytes(),
             "log_i": peers["initiator"].log_text(),
             "log_r": peers["responder"].log_text(),
+            "version": peers["initiator"].swanctl("--version", "--daemon").stdout.strip(),
             "sa": sa,
             "initiator": a.gw_wan_v4,
             "responder": b.gw_wan_v4,
@@ -113,6 +120,19 @@ def describe(d: Datagram, n: int, initiator: str) -> dict[str, Any]:
         entry |= {"kind": "esp", "spi": p[:4].hex(), "seq": int.from_bytes(p[4:8], "big")}
     entry["hex"] = p.hex()
     return entry
+
+
+_PAYLOAD_LIST = re.compile(r"(?:generating|parsed) (\w+) (request|response) (\d+) \[(.*)\]")
+
+
+def add_payload_lists(exchange: list[dict[str, Any]], log: str) -> None:
+    """Give each IKE entry strongSwan's own payload list (SK contents included)."""
+    seen = {
+        (m[1], m[2] == "response", int(m[3])): m[4].strip() for m in _PAYLOAD_LIST.finditer(log)
+    }
+    for e in exchange:
+        if e["kind"] == "ike":
+            e["payloads"] = seen.get((e["exchange"], e["response"], e["message_id"]))
 
 
 def ike_messages(exchange: list[dict[str, Any]]) -> list[bytes]:
@@ -152,7 +172,6 @@ def build_keys(run: dict[str, Any], proposal: str, exchange: list[dict[str, Any]
     octets = [d.data for d in ds if d.label.startswith("octets = ")]
     auths = [d.data for d in ds if d.label.startswith("AUTH = ")]
     hdr = header(init_resp)
-    version = re.search(r"strongSwan (\d[\w.]*)", log)
     sa = run["sa"]
     child = sa.child(CHILD)
 
@@ -161,8 +180,7 @@ def build_keys(run: dict[str, Any], proposal: str, exchange: list[dict[str, Any]
         return v.hex() if v is not None else None
 
     return {
-        "source": f"strongSwan {version[1] if version else '?'} (charon-systemd, "
-        "kernel-libipsec), captured by tests/lab/capture_vectors.py",
+        "source": f"{run['version']}, kernel-libipsec; tests/lab/capture_vectors.py",
         "captured": dt.date.today().isoformat(),
         "ike_proposal": proposal,
         "esp_proposal": ESP_PROPOSAL,
@@ -248,6 +266,33 @@ def verify(k: dict[str, Any], exchange: list[dict[str, Any]]) -> None:
     assert {e["spi"] for e in esp if e["dir"] == "r->i"} == {c["spi_i"]}, "ESP r->i SPI"
 
 
+def _open_sk(msg: bytes, sk_e: bytes, sk_a: bytes | None) -> bytes:
+    """Decrypt the SK payload of an IKE message whose SK payload is the first one."""
+    if sk_a is None:  # AES-GCM-16: key | 4-byte salt; AAD = header + SK payload header
+        return AESGCM(sk_e[:-4]).decrypt(sk_e[-4:] + msg[32:40], msg[40:], msg[:32])
+    if not hmac.compare_digest(hmac.digest(sk_a, msg[:-16], "sha256")[:16], msg[-16:]):
+        raise AssertionError("SK payload ICV mismatch")
+    dec = Cipher(algorithms.AES(sk_e), modes.CBC(msg[32:48])).decryptor()
+    return dec.update(msg[48:-16]) + dec.finalize()
+
+
+def check_decrypt(k: dict[str, Any], exchange: list[dict[str, Any]]) -> None:
+    """Every SK payload and ESP packet opens with the logged keys (authenticated)."""
+    c = k["child_sa"]
+    for e in exchange:
+        raw, i2r = bytes.fromhex(e["hex"]), e["dir"] == "i->r"
+        if e["kind"] == "ike" and e["exchange"] != "IKE_SA_INIT":
+            sk_a = k["sk_ai" if i2r else "sk_ar"]
+            _open_sk(
+                raw[4:] if e["non_esp_marker"] else raw,
+                bytes.fromhex(k["sk_ei" if i2r else "sk_er"]),
+                bytes.fromhex(sk_a) if sk_a else None,
+            )
+        elif e["kind"] == "esp":  # RFC 4106: nonce = salt | IV, AAD = SPI | seq
+            key = bytes.fromhex(c["encr_key_i2r" if i2r else "encr_key_r2i"])
+            AESGCM(key[:-4]).decrypt(key[-4:] + raw[8:16], raw[16:], raw[:8])
+
+
 def excerpt(log: str, start_marker: str) -> str:
     """The log from ``start_marker`` on, without kernel/job/library chatter."""
     lines = log.splitlines()
@@ -255,7 +300,7 @@ def excerpt(log: str, start_marker: str) -> str:
     keep = []
     for ln in lines[start:]:
         m = re.search(r" \d+\[([A-Z]{3})\] ", ln)
-        if m and m[1] in _KEEP_SUBSYSTEMS and "vici" not in ln:
+        if m and m[1] in _KEEP_SUBSYSTEMS and not _NOISE.search(ln):
             keep.append(ln)
     return "\n".join(keep) + "\n"
 
@@ -265,8 +310,10 @@ def capture_case(proposal: str, out_root: Path, keep: bool = False) -> Path:
     try:
         run = run_exchange(proposal, work)
         exchange = [describe(d, n, run["initiator"]) for n, d in enumerate(run["datagrams"], 1)]
+        add_payload_lists(exchange, run["log_i"])
         keys = build_keys(run, proposal, exchange)
         verify(keys, exchange)
+        check_decrypt(keys, exchange)
         out = out_root / f"strongswan-{proposal}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "exchange.json").write_text(json.dumps(exchange, indent=1) + "\n")

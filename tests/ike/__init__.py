@@ -1,0 +1,1 @@
+"""IKE engine tests."""
