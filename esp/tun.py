@@ -227,6 +227,8 @@ class TunDevice:
 
     def write(self, packet: bytes | bytearray | memoryview, queue: int = 0) -> int:
         """Hand one IP packet to the kernel, as if it arrived on this interface."""
+        if not self._fds:
+            raise TunClosed(f"TUN device {self.name} is closed")
         return os.write(self._fds[queue], packet)
 
     # -- shutdown ----------------------------------------------------------------

@@ -408,7 +408,8 @@ class Config:
         site = self.site(site) if isinstance(site, str) else site
         gw = self.gateway
         data: dict[str, Any] = {
-            "site": site.model_dump(mode="json", exclude={"name", "psk", "psk_file"}),
+            "site": site.model_dump(mode="json", exclude={"name", "id", "psk", "psk_file"}),
+            "remote_id": str(site.identity),  # an id equal to the default is no change
             "gateway": gw.model_dump(
                 mode="json", include={"address", "networks", "ike_port", "nat_t_port"}
             ),

@@ -99,7 +99,7 @@ def request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 # --- rendering ------------------------------------------------------------------
 
 SITE_HEADERS = ("SITE", "STATE", "ROLE", "REMOTE", "IKE PROPOSAL", "ESTABLISHED")
-CHILD_HEADERS = ("SITE", "SPI IN", "SPI OUT", "PROPOSAL", "TRAFFIC SELECTORS")
+CHILD_HEADERS: tuple[str, ...] = ("SITE", "SPI IN", "SPI OUT", "PROPOSAL", "TRAFFIC SELECTORS")
 CHILD_HEADERS += ("BYTES IN", "BYTES OUT", "PKTS IN", "PKTS OUT", "ESTABLISHED")
 ROUTE_HEADERS = ("PREFIX", "SITE", "CHILD SA", "STATE")
 

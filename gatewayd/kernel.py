@@ -14,6 +14,7 @@ IPRoute socket: the methods are safe from any thread, including the asyncio loop
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -212,10 +213,13 @@ class KernelRoutes:
     def remove_rules(self) -> None:
         """Remove every copy of our rules; fine when they are already gone."""
 
+        def delete(spec: dict[str, Any]) -> None:
+            self._nl().rule("del", **spec)
+
         def work() -> None:
             for spec in self._rule_specs():
                 for _ in range(self._count_rules(spec)):
-                    _ignore((errno.ENOENT,), lambda s=spec: self._nl().rule("del", **s))
+                    _ignore((errno.ENOENT,), functools.partial(delete, spec))
 
         self._call(work)
 

@@ -153,7 +153,11 @@ class Dispatcher:
             return False
         self._secret(now)
         first = msg.payloads[0] if msg.payloads else None
-        if isinstance(first, NotifyPayload) and first.notify_type == NotifyType.COOKIE and len(first.data) >= 2:
+        if (
+            isinstance(first, NotifyPayload)
+            and first.notify_type == NotifyType.COOKIE
+            and len(first.data) >= 2
+        ):
             version = int.from_bytes(first.data[:2], "big")
             for v, secret in self._secrets:
                 if v == version and hmac.compare_digest(
@@ -164,7 +168,11 @@ class Dispatcher:
         v, secret = self._secrets[0]
         cookie = self._cookie(v, secret, nonce.nonce, addr, msg.spi_i)
         answer = Message(
-            msg.spi_i, bytes(8), ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0,
+            msg.spi_i,
+            bytes(8),
+            ExchangeType.IKE_SA_INIT,
+            HeaderFlag.RESPONSE,
+            0,
             [NotifyPayload(NotifyType.COOKIE, cookie)],
         )
         self.replies.append(Datagram(encode(answer), 0, addr))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from ike.constants import (
     CfgType,
@@ -19,7 +19,7 @@ from ike.constants import (
     TsType,
 )
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -181,24 +181,24 @@ class UnknownPayload:
         return self.type
 
 
-Payload = Union[
-    SaPayload,
-    KePayload,
-    IdPayload,
-    CertPayload,
-    CertReqPayload,
-    AuthPayload,
-    NoncePayload,
-    NotifyPayload,
-    DeletePayload,
-    VendorPayload,
-    TsPayload,
-    CpPayload,
-    EapPayload,
-    SkPayload,
-    SkfPayload,
-    UnknownPayload,
-]
+Payload = (
+    SaPayload
+    | KePayload
+    | IdPayload
+    | CertPayload
+    | CertReqPayload
+    | AuthPayload
+    | NoncePayload
+    | NotifyPayload
+    | DeletePayload
+    | VendorPayload
+    | TsPayload
+    | CpPayload
+    | EapPayload
+    | SkPayload
+    | SkfPayload
+    | UnknownPayload
+)
 
 
 @dataclass

@@ -166,7 +166,10 @@ def _check_common(cert: x509.Certificate, now: datetime.datetime) -> None:
                 f"certificate {describe(cert)} has an unsupported critical extension "
                 f"{ext.oid.dotted_string}"
             )
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise AuthenticationError(f"certificate {describe(cert)}: unusable key ({e})") from None
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         raise AuthenticationError(
             f"certificate {describe(cert)} has an RSA key of {key.key_size} bits"
@@ -345,10 +348,7 @@ def identity_from_certificate(cert: x509.Certificate) -> Identity:
 
 
 def _sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
-    try:
-        san = _extension(cert, x509.SubjectAlternativeName)
-    except ValueError:  # a malformed SAN matches nothing
-        return None
+    san = _extension(cert, x509.SubjectAlternativeName)
     return san if isinstance(san, x509.SubjectAlternativeName) else None
 
 
@@ -358,6 +358,13 @@ def certificate_matches_identity(cert: x509.Certificate, identity: Identity) -> 
     directoryName (compared like Identity.matches). %any matches every certificate."""
     if identity.is_any:
         return True
+    try:
+        return _matches(cert, identity)
+    except ValueError:  # an unparsable name in the certificate vouches for nothing
+        return False
+
+
+def _matches(cert: x509.Certificate, identity: Identity) -> bool:
     san = _sans(cert)
     if identity.id_type == IdType.DER_ASN1_DN:
         names = [cert.subject]
@@ -373,7 +380,7 @@ def certificate_matches_identity(cert: x509.Certificate, identity: Identity) -> 
             else san.get_values_for_type(x509.RFC822Name)
         )
         wanted = identity.data.lower()
-        return any(v.encode("ascii", "replace").lower() == wanted for v in values)
+        return any(v.isascii() and v.encode().lower() == wanted for v in values)
     if identity.id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
         if len(identity.data) not in (4, 16):
             return False

@@ -122,7 +122,8 @@ _SALT = {"sha256": 32, "sha384": 48, "sha512": 64}  # salt length = hash length
 
 def _rsa_pkcs1(h: HashAlgorithm) -> SignatureScheme:
     oid = _OID_RSA_PKCS1[_SHA2[h]]
-    # RFC 4055 sends NULL parameters (strongSwan does); some peers omit them.
+    # RFC 4055 §5: parameters MUST be NULL (what we and strongSwan send), and absent
+    # parameters MUST be accepted too.
     return SignatureScheme(
         f"rsa-pkcs1-{_SHA2[h]}",
         AuthMethod.DIGITAL_SIGNATURE,
@@ -219,7 +220,7 @@ _BY_ALG_ID = {
     for s in DIGITAL_SIGNATURE_SCHEMES
     for enc in itertools.chain([s.alg_id], s.also_accepted)
 }
-_BY_METHOD = {s.method: s for s in LEGACY_SCHEMES}
+_BY_METHOD: dict[int, SignatureScheme] = {s.method: s for s in LEGACY_SCHEMES}
 _LEGACY_BY_CURVE = {s.curve: s for s in LEGACY_SCHEMES if s.curve}
 _CURVE_HASH = {  # the hash whose strength matches the curve, tried first
     "secp256r1": HashAlgorithm.SHA2_256,
@@ -297,7 +298,9 @@ def _mismatch(scheme: SignatureScheme, key: object) -> str:
 
 
 def choose_signature_scheme(
-    private_key: PrivateKey, peer_hash_algorithms: set[int] | None, prefer_pss: bool = False
+    private_key: PrivateKey,
+    peer_hash_algorithms: Collection[int] | None,
+    prefer_pss: bool = False,
 ) -> SignatureScheme:
     """How to sign for this peer.
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def _auth_payload(s: IkeSession, sa: IkeSa, octets: bytes) -> AuthPayload:
-    assert sa.keys is not None  # noqa: S101 - internal invariant
+    assert sa.keys is not None
     cfg = s.config
     if cfg.psk is not None:
         return AuthPayload(AuthMethod.PSK, psk_auth_data(sa.keys.prf, cfg.psk, octets))
@@ -46,19 +46,29 @@ def _our_credentials(s: IkeSession) -> list[Payload]:
 
 
 def verify_peer(
-    s: IkeSession, cfg: SessionConfig, sa: IkeSa, msg: Message, id_p: IdPayload, octets: bytes, now: float
+    s: IkeSession,
+    cfg: SessionConfig,
+    sa: IkeSa,
+    msg: Message,
+    id_p: IdPayload,
+    octets: bytes,
+    now: float,
 ) -> Identity:
     """Check the peer's identity and AUTH payload; raise AuthenticationError with the reason."""
-    assert sa.keys is not None  # noqa: S101 - internal invariant
+    assert sa.keys is not None
     identity = Identity.from_payload(id_p)
     if not cfg.remote_id.matches(identity):
-        raise AuthenticationError(f"peer identity '{identity}' does not match the configured '{cfg.remote_id}'")
+        raise AuthenticationError(
+            f"peer identity '{identity}' does not match the configured '{cfg.remote_id}'"
+        )
     auth_p = msg.get(AuthPayload)
     if auth_p is None:
         raise AuthenticationError("no AUTH payload (EAP is not enabled for this peer)")
     if cfg.remote_auth == "psk":
         if auth_p.method != AuthMethod.PSK:
-            raise AuthenticationError(f"peer used auth method {auth_p.method}, we require a pre-shared key")
+            raise AuthenticationError(
+                f"peer used auth method {auth_p.method}, we require a pre-shared key"
+            )
         if cfg.psk is None or not verify_psk(sa.keys.prf, cfg.psk, octets, auth_p.data):
             raise AuthenticationError("AUTH payload does not verify: pre-shared key mismatch")
         return identity
@@ -85,7 +95,7 @@ class AuthTask(Task):
         self.child_req: child_ex.ChildRequest | None = None
 
     def build(self, s: IkeSession, sa: IkeSa, now: float) -> list[Payload]:
-        assert sa.keys is not None  # noqa: S101 - internal invariant
+        assert sa.keys is not None
         cfg = s.config
         idi = cfg.local_id.to_payload(PayloadType.IDi)
         payloads: list[Payload] = [idi, *_our_credentials(s)]
@@ -97,7 +107,9 @@ class AuthTask(Task):
         octets = signed_octets(s.init.request, sa.nr, sa.keys.prf, sa.keys.sk_p_ours, idi.body())
         payloads.append(_auth_payload(s, sa, octets))
         if cfg.children:
-            self.child_req, child_payloads = child_ex.build_request(s, cfg.children[0], ike_auth=True)
+            self.child_req, child_payloads = child_ex.build_request(
+                s, cfg.children[0], ike_auth=True
+            )
             payloads += child_payloads
         return payloads
 
@@ -107,10 +119,16 @@ class AuthTask(Task):
             return
         id_p = msg.get(IdPayload, PayloadType.IDr)
         if id_p is None:
-            errors = [NotifyType(n.notify_type).name for n in msg.notifies() if n.notify_type in NotifyType._value2member_map_ and n.notify_type < 16384]
-            _auth_failed(s, f"IKE_AUTH response without IDr ({', '.join(errors) or 'no reason'})", now)
+            errors = [
+                NotifyType(n.notify_type).name
+                for n in msg.notifies()
+                if n.notify_type in NotifyType._value2member_map_ and n.notify_type < 16384
+            ]
+            _auth_failed(
+                s, f"IKE_AUTH response without IDr ({', '.join(errors) or 'no reason'})", now
+            )
             return
-        assert sa.keys is not None  # noqa: S101 - internal invariant
+        assert sa.keys is not None
         octets = signed_octets(s.init.response, sa.ni, sa.keys.prf, sa.keys.sk_p_peer, id_p.body())
         try:
             s.remote_identity = verify_peer(s, s.config, sa, msg, id_p, octets, now)
@@ -145,7 +163,7 @@ def established(s: IkeSession, sa: IkeSa, now: float) -> None:
     sa.expire_at = now + life
     sa.rekey_at = now + life * (1 - s.config.rekey_margin) - s.jitter(life)
     s.last_peer_activity = now
-    assert sa.proposal is not None  # noqa: S101 - set by IKE_SA_INIT
+    assert sa.proposal is not None
     s.emit(
         ev.IkeSaUp(
             sa.spi_i,
@@ -167,7 +185,7 @@ def respond(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]
     """The responder's IKE_AUTH: authenticate the peer, pick the config, answer."""
     if s.state is not State.CONNECTING or s.init is None:
         return [NotifyPayload(NotifyType.INVALID_SYNTAX)]
-    assert sa.keys is not None  # noqa: S101 - internal invariant
+    assert sa.keys is not None
     id_p = msg.get(IdPayload, PayloadType.IDi)
     if id_p is None:
         s.close("IKE_AUTH without IDi", now)

@@ -60,7 +60,9 @@ class ChildRequest:
 
 
 def _without_ke(p: Proposal) -> Proposal:
-    return Proposal(p.num, p.protocol, p.spi, [t for t in p.transforms if t.type != TransformType.KE])
+    return Proposal(
+        p.num, p.protocol, p.spi, [t for t in p.transforms if t.type != TransformType.KE]
+    )
 
 
 def _esp_proposals(cfg: ChildConfig, spi: int, with_ke: bool) -> list[Proposal]:
@@ -101,7 +103,9 @@ def build_request(
     req.ni = s.rng(NONCE_LEN)
     payloads: list[Payload] = []
     if rekey is not None:
-        payloads.append(NotifyPayload(NotifyType.REKEY_SA, b"", ProtocolId.ESP, rekey.spi_in.to_bytes(4, "big")))
+        payloads.append(
+            NotifyPayload(NotifyType.REKEY_SA, b"", ProtocolId.ESP, rekey.spi_in.to_bytes(4, "big"))
+        )
     payloads += [SaPayload(proposals), NoncePayload(req.ni)]
     pfs = group if group is not None else _pfs_group(proposals)
     if pfs:
@@ -126,7 +130,7 @@ def make_child(
     now: float,
 ) -> tuple[ChildSa, ev.ChildSaInfo]:
     """Derive a Child SA's keys (RFC 7296 §2.17) and build its record and event info."""
-    assert sa.keys is not None  # noqa: S101 - internal invariant
+    assert sa.keys is not None
     suite = EspSuite.from_proposal(chosen)
     encr_len, integ_len = key_lengths(suite.encr_id, suite.key_bits, suite.integ_id)
     keys = derive_child_keys(sa.keys.prf, sa.keys.sk_d, shared, ni, nr, encr_len, integ_len)
@@ -204,13 +208,22 @@ def finish_request(
     tsr = msg.get(TsPayload, PayloadType.TSr)
     if error is not None or sa_p is None or tsi is None or tsr is None:
         offered = ", ".join(describe(p) for p in req.proposals)
-        s.emit(ev.ChildSaFailed(req.cfg.name, f"peer answered {error or 'without SA/TS'}; we offered {offered}"))
+        s.emit(
+            ev.ChildSaFailed(
+                req.cfg.name, f"peer answered {error or 'without SA/TS'}; we offered {offered}"
+            )
+        )
         return None
     if len(sa_p.proposals) != 1 or not check_choice(sa_p.proposals[0], req.proposals):
         s.emit(ev.ChildSaFailed(req.cfg.name, "peer chose an ESP proposal we did not offer"))
         return None
-    if not (tsmod.is_narrowing_of(tsi.selectors, req.local_ts) and tsmod.is_narrowing_of(tsr.selectors, req.remote_ts)):
-        s.emit(ev.ChildSaFailed(req.cfg.name, "peer's traffic selectors are not a narrowing of ours"))
+    if not (
+        tsmod.is_narrowing_of(tsi.selectors, req.local_ts)
+        and tsmod.is_narrowing_of(tsr.selectors, req.remote_ts)
+    ):
+        s.emit(
+            ev.ChildSaFailed(req.cfg.name, "peer's traffic selectors are not a narrowing of ours")
+        )
         return None
     chosen = sa_p.proposals[0]
     if len(chosen.spi) != 4:
@@ -218,8 +231,19 @@ def finish_request(
         return None
     spi_out = int.from_bytes(chosen.spi, "big")
     child, info = make_child(
-        s, sa, req.cfg.name, chosen, req.spi_in, spi_out,
-        tuple(tsi.selectors), tuple(tsr.selectors), shared, ni, nr, True, now,
+        s,
+        sa,
+        req.cfg.name,
+        chosen,
+        req.spi_in,
+        spi_out,
+        tuple(tsi.selectors),
+        tuple(tsr.selectors),
+        shared,
+        ni,
+        nr,
+        True,
+        now,
     )
     if req.rekey is None:
         s.emit(ev.ChildSaUp(info))
@@ -229,7 +253,12 @@ def finish_request(
 def _warn_transport(s: IkeSession, msg: Message) -> None:
     if msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None:
         # We only do tunnel mode: by not echoing the notify the SA becomes a tunnel (§1.3.1).
-        s.emit(ev.ChildSaFailed("transport-mode", "peer asked for transport mode; only tunnel mode is supported, answering with tunnel mode"))
+        s.emit(
+            ev.ChildSaFailed(
+                "transport-mode",
+                "peer asked for transport mode; only tunnel mode is supported: answering tunnel",
+            )
+        )
 
 
 def _match_config(
@@ -295,15 +324,24 @@ def _answer_child(
     """Pick proposal and selectors for a peer's child request; returns the answer payloads."""
     match = _match_config(s, tsi.selectors, tsr.selectors, rekey.name if rekey else None)
     if match is None:
-        s.emit(ev.ChildSaFailed("?", f"traffic selectors unacceptable: peer proposed "
-                                f"{tsmod.describe(tsi.selectors)} === {tsmod.describe(tsr.selectors)}"))
+        s.emit(
+            ev.ChildSaFailed(
+                "?",
+                f"traffic selectors unacceptable: peer proposed "
+                f"{tsmod.describe(tsi.selectors)} === {tsmod.describe(tsr.selectors)}",
+            )
+        )
         return [NotifyPayload(NotifyType.TS_UNACCEPTABLE)], None
     cfg, local, remote = match
     chosen = _select_esp(sa_p.proposals, cfg, with_ke=not in_auth)
     if chosen is None:
         offered = ", ".join(describe(p) for p in sa_p.proposals)
         ours = ", ".join(describe(p) for p in cfg.esp_proposals)
-        s.emit(ev.ChildSaFailed(cfg.name, f"no ESP proposal chosen: peer offered {offered}; we accept {ours}"))
+        s.emit(
+            ev.ChildSaFailed(
+                cfg.name, f"no ESP proposal chosen: peer offered {offered}; we accept {ours}"
+            )
+        )
         return [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)], None
     if len(chosen.spi) != 4:
         return [NotifyPayload(NotifyType.INVALID_SYNTAX)], None
@@ -320,9 +358,24 @@ def _answer_child(
         ke_answer = [KePayload(group, data)]
     spi_in = s.spi_alloc()
     spi_out = int.from_bytes(chosen.spi, "big")
-    made = make_child(s, sa, cfg.name, chosen, spi_in, spi_out, tuple(local), tuple(remote),
-                      shared, ni, nr, False, now)
-    answer = Proposal(chosen.num, ProtocolId.ESP, spi_in.to_bytes(4, "big"), list(chosen.transforms))
+    made = make_child(
+        s,
+        sa,
+        cfg.name,
+        chosen,
+        spi_in,
+        spi_out,
+        tuple(local),
+        tuple(remote),
+        shared,
+        ni,
+        nr,
+        False,
+        now,
+    )
+    answer = Proposal(
+        chosen.num, ProtocolId.ESP, spi_in.to_bytes(4, "big"), list(chosen.transforms)
+    )
     payloads: list[Payload] = [SaPayload([answer])]
     if not in_auth:
         payloads += [NoncePayload(nr), *ke_answer]
@@ -382,7 +435,9 @@ class CreateChildTask(Task):
     exchange = ExchangeType.CREATE_CHILD_SA
     name = "CREATE_CHILD_SA"
 
-    def __init__(self, cfg: ChildConfig, rekey: ChildSa | None = None, group: int | None = None) -> None:
+    def __init__(
+        self, cfg: ChildConfig, rekey: ChildSa | None = None, group: int | None = None
+    ) -> None:
         self.cfg = cfg
         self.rekey = rekey
         self.group = group
@@ -401,7 +456,7 @@ class CreateChildTask(Task):
 
     def on_response(self, s: IkeSession, sa: IkeSa, msg: Message, raw: bytes, now: float) -> None:
         req = self.req
-        assert req is not None  # noqa: S101 - set by build()
+        assert req is not None
         old = self.rekey
         if old is not None and old.state is ChildState.REKEYING:
             old.state = ChildState.INSTALLED
@@ -413,7 +468,11 @@ class CreateChildTask(Task):
         shared = None
         if _error_name(msg) is None:
             if nonce_p is None or not 16 <= len(nonce_p.nonce) <= 256:
-                s.emit(ev.ChildSaFailed(self.cfg.name, "CREATE_CHILD_SA response without a valid nonce"))
+                s.emit(
+                    ev.ChildSaFailed(
+                        self.cfg.name, "CREATE_CHILD_SA response without a valid nonce"
+                    )
+                )
                 return
             if req.ke is not None:
                 if ke_p is None or ke_p.group != req.ke.group:
@@ -441,7 +500,9 @@ class CreateChildTask(Task):
                 return True
         if msg.notify(NotifyType.TEMPORARY_FAILURE) is not None:
             lo, hi = TEMPORARY_FAILURE_RETRY
-            s.delay(CreateChildTask(self.cfg, self.rekey), now + lo + (hi - lo) * s.random_fraction())
+            s.delay(
+                CreateChildTask(self.cfg, self.rekey), now + lo + (hi - lo) * s.random_fraction()
+            )
             return True
         if msg.notify(NotifyType.CHILD_SA_NOT_FOUND) is not None and self.rekey is not None:
             # The peer has no such SA: drop ours and build a fresh one.
@@ -453,7 +514,14 @@ class CreateChildTask(Task):
         return False
 
     def _rekeyed(
-        self, s: IkeSession, old: ChildSa, new: ChildSa, info: ev.ChildSaInfo, ni: bytes, nr: bytes, now: float
+        self,
+        s: IkeSession,
+        old: ChildSa,
+        new: ChildSa,
+        info: ev.ChildSaInfo,
+        ni: bytes,
+        nr: bytes,
+        now: float,
     ) -> None:
         from ike.session.info import DeleteChildTask
 

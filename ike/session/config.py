@@ -40,7 +40,9 @@ class SessionConfig:
     # Credentials: a PSK, or a private key with our chain and the trust store for the peer.
     psk: bytes | None = None
     private_key: Any = None
-    certificates: list[Any] = field(default_factory=list)  # our end entity first, then intermediates
+    certificates: list[Any] = field(
+        default_factory=list
+    )  # our end entity first, then intermediates
     trust: Any = None  # ike.auth.certs.TrustStore
     remote_auth: str = "psk"  # how the peer must authenticate: "psk" or "pubkey"
     ike_lifetime: float = 28800.0
@@ -56,4 +58,7 @@ class SessionConfig:
     max_init_retries: int = 5  # INVALID_KE and COOKIE rounds before giving up
 
     def __repr__(self) -> str:  # credentials never appear in logs
-        return f"SessionConfig(name={self.name!r}, local_id={self.local_id}, remote_id={self.remote_id})"
+        return (
+            f"SessionConfig(name={self.name!r}, local_id={self.local_id}, "
+            f"remote_id={self.remote_id})"
+        )

@@ -14,7 +14,15 @@ from ike.crypto.keymat import derive_rekeyed_ike_keys, key_lengths
 from ike.crypto.prf import get_prf
 from ike.crypto.proposals import check_choice, describe, select_proposal
 from ike.errors import CryptoError, ProposalError
-from ike.payloads import KePayload, Message, NoncePayload, NotifyPayload, Payload, Proposal, SaPayload
+from ike.payloads import (
+    KePayload,
+    Message,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    Proposal,
+    SaPayload,
+)
 from ike.session import events as ev
 from ike.session.init import numbered
 from ike.session.session import State, Task
@@ -26,14 +34,23 @@ if TYPE_CHECKING:
 NONCE_LEN = 32
 
 
-def _derive(s: IkeSession, old: IkeSa, new: IkeSa, chosen: Proposal, shared: bytes, we_initiated: bool) -> None:
-    assert old.keys is not None  # noqa: S101 - internal invariant
+def _derive(
+    s: IkeSession, old: IkeSa, new: IkeSa, chosen: Proposal, shared: bytes, we_initiated: bool
+) -> None:
+    assert old.keys is not None
     suite = IkeSuite.from_proposal(chosen)
     encr_len, integ_len = key_lengths(suite.encr_id, suite.key_bits, suite.integ_id)
     _, keys = derive_rekeyed_ike_keys(
-        prf_new=get_prf(suite.prf_id), old_sk_d=old.keys.sk_d, prf_old=old.keys.prf,
-        shared_secret=shared, ni=new.ni, nr=new.nr, spi_i=new.spi_i, spi_r=new.spi_r,
-        encr_key_len=encr_len, integ_key_len=integ_len,
+        prf_new=get_prf(suite.prf_id),
+        old_sk_d=old.keys.sk_d,
+        prf_old=old.keys.prf,
+        shared_secret=shared,
+        ni=new.ni,
+        nr=new.nr,
+        spi_i=new.spi_i,
+        spi_r=new.spi_r,
+        encr_key_len=encr_len,
+        integ_key_len=integ_len,
     )
     new.keys = IkeSaKeys(suite, keys, we_initiated, s.rng)
     new.proposal = chosen
@@ -48,7 +65,7 @@ def switch_to(s: IkeSession, old: IkeSa, new: IkeSa, now: float) -> None:
     s.sa = new
     if old not in s.retiring:
         s.retiring.append(old)
-    assert new.proposal is not None  # noqa: S101 - set by _derive
+    assert new.proposal is not None
     s.emit(ev.IkeSaRekeyed(old.spi_i, old.spi_r, new.spi_i, new.spi_r, describe(new.proposal)))
 
 
@@ -72,7 +89,11 @@ class RekeyIkeTask(Task):
         self.proposals = numbered(s.config.ike_proposals, self.spi)
         self.ke = s.ke_factory(group)
         s.ike_collision = None
-        return [SaPayload(self.proposals), NoncePayload(self.ni), KePayload(group, self.ke.public_bytes())]
+        return [
+            SaPayload(self.proposals),
+            NoncePayload(self.ni),
+            KePayload(group, self.ke.public_bytes()),
+        ]
 
     def on_response(self, s: IkeSession, sa: IkeSa, msg: Message, raw: bytes, now: float) -> None:
         from ike.session.info import DeleteIkeTask
@@ -117,7 +138,11 @@ class RekeyIkeTask(Task):
         sa_p, nonce_p, ke_p = msg.get(SaPayload), msg.get(NoncePayload), msg.get(KePayload)
         error = next((n.notify_type for n in msg.notifies() if n.notify_type < 16384), None)
         if error is not None or sa_p is None or nonce_p is None or ke_p is None:
-            s.emit(ev.NegotiationFailed(f"IKE SA rekey failed (notify {error}); the SA stays until it expires"))
+            s.emit(
+                ev.NegotiationFailed(
+                    f"IKE SA rekey failed (notify {error}); the SA stays until it expires"
+                )
+            )
             return None
         chosen = sa_p.proposals[0] if len(sa_p.proposals) == 1 else None
         if chosen is None or not check_choice(chosen, self.proposals) or len(chosen.spi) != 8:
@@ -146,7 +171,8 @@ def respond_ike_rekey(
     if busy or (pending is not None and not isinstance(pending, RekeyIkeTask)):
         return [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]  # RFC 7296 §2.25.2
     chosen = select_proposal(
-        [p for p in sa_p.proposals if p.protocol == ProtocolId.IKE], numbered(s.config.ike_proposals)
+        [p for p in sa_p.proposals if p.protocol == ProtocolId.IKE],
+        numbered(s.config.ike_proposals),
     )
     if chosen is None:
         s.emit(ev.NegotiationFailed("IKE SA rekey: no proposal chosen"))
@@ -161,7 +187,9 @@ def respond_ike_rekey(
         data, shared = s.ke_factory(group).respond(ke_p.data)
     except (CryptoError, ProposalError):
         return [NotifyPayload(NotifyType.INVALID_SYNTAX)]
-    new = IkeSa(spi_i=chosen.spi, spi_r=s.rng(8), initiator=False, ni=nonce_p.nonce, nr=s.rng(NONCE_LEN))
+    new = IkeSa(
+        spi_i=chosen.spi, spi_r=s.rng(8), initiator=False, ni=nonce_p.nonce, nr=s.rng(NONCE_LEN)
+    )
     _derive(s, sa, new, chosen, shared, we_initiated=False)
     if isinstance(pending, RekeyIkeTask):
         s.ike_collision = (new, new.ni, new.nr)  # decided when our own rekey's answer arrives

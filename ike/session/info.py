@@ -96,7 +96,9 @@ def respond(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]
             if child.state is not ChildState.DELETING:
                 # Both sides deleting at once: answer without it (RFC 7296 §1.4.1).
                 ours.append(child.spi_in.to_bytes(4, "big"))
-            remove_child(s, child, "deleted by peer" if child.successor is None else "rekeyed by peer")
+            remove_child(
+                s, child, "deleted by peer" if child.successor is None else "rekeyed by peer"
+            )
     return [DeletePayload(ProtocolId.ESP, ours)] if ours else []
 
 

@@ -67,17 +67,23 @@ def nat_hash(spi_i: bytes, spi_r: bytes, addr: tuple[str, int]) -> bytes:
     return hashlib.sha1(spi_i + spi_r + ip + addr[1].to_bytes(2, "big")).digest()  # noqa: S324 - RFC 7296 mandates SHA-1 here
 
 
-def nat_notifies(spi_i: bytes, spi_r: bytes, src: tuple[str, int], dst: tuple[str, int]) -> list[Payload]:
+def nat_notifies(
+    spi_i: bytes, spi_r: bytes, src: tuple[str, int], dst: tuple[str, int]
+) -> list[Payload]:
     return [
         NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, nat_hash(spi_i, spi_r, src)),
         NotifyPayload(NotifyType.NAT_DETECTION_DESTINATION_IP, nat_hash(spi_i, spi_r, dst)),
     ]
 
 
-def detect_nat(s: IkeSession, msg: Message, spi_i: bytes, spi_r: bytes, peer: tuple[str, int]) -> None:
+def detect_nat(
+    s: IkeSession, msg: Message, spi_i: bytes, spi_r: bytes, peer: tuple[str, int]
+) -> None:
     """Compare the peer's NAT_DETECTION hashes with what we see (RFC 7296 §2.23)."""
     src = [n.data for n in msg.notifies() if n.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
-    dst = [n.data for n in msg.notifies() if n.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP]
+    dst = [
+        n.data for n in msg.notifies() if n.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP
+    ]
     if src:
         s.nat_remote = nat_hash(spi_i, spi_r, peer) not in src
     if dst:
@@ -99,9 +105,13 @@ def note_capabilities(s: IkeSession, msg: Message) -> None:
     sha = msg.notify(NotifyType.SIGNATURE_HASH_ALGORITHMS)
     if sha is not None:
         data = sha.data[: 2 * 32]  # bounded: at most 32 algorithms are looked at
-        s.peer_hash_algorithms = {int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data) - 1, 2)}
+        s.peer_hash_algorithms = {
+            int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data) - 1, 2)
+        }
     certreqs = [p for p in msg.payloads if isinstance(p, CertReqPayload)]
-    s.peer_certreq = b"".join(c.data for c in certreqs if c.encoding == CertEncoding.X509_SIGNATURE)[:4096]
+    s.peer_certreq = b"".join(
+        c.data for c in certreqs if c.encoding == CertEncoding.X509_SIGNATURE
+    )[:4096]
 
 
 def certreq_payloads(s: IkeSession) -> list[Payload]:
@@ -165,7 +175,9 @@ class InitTask(Task):
             *capability_notifies(s),
         ]
         sa.next_request_id = 0
-        st.request = encode(Message(sa.spi_i, ZERO_SPI, self.exchange, HeaderFlag.INITIATOR, 0, payloads))
+        st.request = encode(
+            Message(sa.spi_i, ZERO_SPI, self.exchange, HeaderFlag.INITIATOR, 0, payloads)
+        )
         return [st.request]
 
     def on_response(self, s: IkeSession, sa: IkeSa, msg: Message, raw: bytes, now: float) -> None:
@@ -184,7 +196,11 @@ class InitTask(Task):
             return
         error = next((n for n in msg.notifies() if n.notify_type < 16384), None)
         if error is not None:
-            name = NotifyType(error.notify_type).name if error.notify_type in NotifyType._value2member_map_ else str(error.notify_type)
+            name = (
+                NotifyType(error.notify_type).name
+                if error.notify_type in NotifyType._value2member_map_
+                else str(error.notify_type)
+            )
             fail(s, f"peer answered {name}; our offers: {offers(s.config.ike_proposals)}", now)
             return
         sa_p = msg.get(SaPayload)
@@ -193,7 +209,9 @@ class InitTask(Task):
         if sa_p is None or ke_p is None or nonce_p is None or msg.spi_r == ZERO_SPI:
             fail(s, "IKE_SA_INIT response lacks SA, KE or Nonce", now)
             return
-        if len(sa_p.proposals) != 1 or not check_choice(sa_p.proposals[0], numbered(s.config.ike_proposals)):
+        if len(sa_p.proposals) != 1 or not check_choice(
+            sa_p.proposals[0], numbered(s.config.ike_proposals)
+        ):
             fail(s, "peer chose a proposal we did not offer", now)
             return
         chosen = sa_p.proposals[0]
@@ -246,7 +264,9 @@ def fail(s: IkeSession, reason: str, now: float) -> None:
 # ---------------------------------------------------------------- responder
 
 
-def receive_init(s: IkeSession, data: bytes, hdr: Header, addr: tuple[str, int], now: float) -> None:
+def receive_init(
+    s: IkeSession, data: bytes, hdr: Header, addr: tuple[str, int], now: float
+) -> None:
     sa = s.sa
     if hdr.flags & HeaderFlag.RESPONSE:
         p = sa.pending if sa is not None else None
@@ -272,7 +292,11 @@ def receive_init(s: IkeSession, data: bytes, hdr: Header, addr: tuple[str, int],
         return
     if sa is not None:
         cache = sa.last_response
-        if cache is not None and cache.message_id == 0 and hashlib.sha256(data).digest() == cache.request_digest:
+        if (
+            cache is not None
+            and cache.message_id == 0
+            and hashlib.sha256(data).digest() == cache.request_digest
+        ):
             s.outbox.extend(Datagram(d, s.local_addr[1], addr) for d in cache.datagrams)
         else:
             s.drops["unexpected_request"] += 1
@@ -288,7 +312,9 @@ def _answer(s: IkeSession, hdr: Header, payloads: list[Payload], spi_r: bytes = 
     return raw
 
 
-def respond_init(s: IkeSession, data: bytes, hdr: Header, addr: tuple[str, int], now: float) -> None:
+def respond_init(
+    s: IkeSession, data: bytes, hdr: Header, addr: tuple[str, int], now: float
+) -> None:
     try:
         msg = decode(data)
     except DecodeError:
@@ -306,7 +332,12 @@ def respond_init(s: IkeSession, data: bytes, hdr: Header, addr: tuple[str, int],
         s.close("unsupported critical payload", now)
         return
     sa_p, ke_p, nonce_p = msg.get(SaPayload), msg.get(KePayload), msg.get(NoncePayload)
-    if sa_p is None or ke_p is None or nonce_p is None or not MIN_NONCE <= len(nonce_p.nonce) <= MAX_NONCE:
+    if (
+        sa_p is None
+        or ke_p is None
+        or nonce_p is None
+        or not MIN_NONCE <= len(nonce_p.nonce) <= MAX_NONCE
+    ):
         _answer(s, hdr, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
         s.close("IKE_SA_INIT without SA, KE or a valid nonce", now)
         return
@@ -323,7 +354,11 @@ def respond_init(s: IkeSession, data: bytes, hdr: Header, addr: tuple[str, int],
     suite = IkeSuite.from_proposal(chosen)
     if ke_p.group != suite.ke_group:
         # Stateless: the peer retries with the group we want, and a new session answers.
-        _answer(s, hdr, [NotifyPayload(NotifyType.INVALID_KE_PAYLOAD, suite.ke_group.to_bytes(2, "big"))])
+        _answer(
+            s,
+            hdr,
+            [NotifyPayload(NotifyType.INVALID_KE_PAYLOAD, suite.ke_group.to_bytes(2, "big"))],
+        )
         s.close(f"INVALID_KE_PAYLOAD: peer sent group {ke_p.group}, we want {suite.ke_group}", now)
         return
     try:
@@ -333,7 +368,9 @@ def respond_init(s: IkeSession, data: bytes, hdr: Header, addr: tuple[str, int],
         _answer(s, hdr, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
         s.close(f"bad KE payload: {e}", now)
         return
-    sa = IkeSa(spi_i=hdr.spi_i, spi_r=s.rng(8), initiator=False, ni=nonce_p.nonce, nr=s.rng(NONCE_LEN))
+    sa = IkeSa(
+        spi_i=hdr.spi_i, spi_r=s.rng(8), initiator=False, ni=nonce_p.nonce, nr=s.rng(NONCE_LEN)
+    )
     s.sa = sa
     s.state = State.CONNECTING
     install_ike_keys(s, sa, chosen, shared, we_initiated=False)

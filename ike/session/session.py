@@ -25,7 +25,7 @@ from ike.crypto.base import KeyExchangeFactory, RandomSource
 from ike.crypto.ke import new_key_exchange
 from ike.errors import CryptoError, DecodeError, IkeError
 from ike.fragments import fragment
-from ike.payloads import Message, NotifyPayload, Payload, SkfPayload
+from ike.payloads import Message, NotifyPayload, Payload
 from ike.session import events as ev
 from ike.session.config import SessionConfig
 from ike.session.state import ChildSa, IkeSa, ResponseCache
@@ -289,13 +289,13 @@ class IkeSession:
     # ------------------------------------------------------------ message plumbing
 
     def protect(self, sa: IkeSa, msg: Message) -> list[bytes]:
-        assert sa.keys is not None  # noqa: S101 - internal invariant, not a peer check
+        assert sa.keys is not None
         if self.peer_fragmentation:
             return fragment(msg, sa.keys.crypto_out, self.config.fragment_size)
         return [encode_protected(msg, sa.keys.crypto_out)]
 
     def _open(self, sa: IkeSa, data: bytes, hdr: Header, is_request: bool) -> Message | None:
-        assert sa.keys is not None  # noqa: S101 - internal invariant, not a peer check
+        assert sa.keys is not None
         try:
             if hdr.next_payload == PayloadType.SKF:
                 frags = sa.request_fragments if is_request else sa.response_fragments
@@ -405,8 +405,10 @@ class IkeSession:
     def _has_task(self, cls: type) -> bool:
         sa = self.sa
         active = sa is not None and sa.pending is not None and isinstance(sa.pending.task, cls)
-        return active or any(isinstance(t, cls) for t in self.queue) or any(
-            isinstance(d.task, cls) for d in self.delayed
+        return (
+            active
+            or any(isinstance(t, cls) for t in self.queue)
+            or any(isinstance(d.task, cls) for d in self.delayed)
         )
 
     def kick(self, now: float) -> None:
@@ -504,7 +506,7 @@ class IkeSession:
         from ike.session.info import DeleteChildTask, DpdTask
 
         sa = self.sa
-        assert sa is not None  # noqa: S101 - only called when established
+        assert sa is not None
         if sa.expire_at is not None and now >= sa.expire_at:
             self.delete(now, reason="IKE SA lifetime expired")
             return
@@ -519,9 +521,9 @@ class IkeSession:
                 c.rekey_at = float("inf")
                 self.enqueue(CreateChildTask(self.child_config(c.name), rekey=c), now)
         idle = now - self.last_peer_activity
-        if idle >= self.config.dpd_interval and sa.pending is None and not self.queue:
-            if not self._has_task(DpdTask):
-                self.enqueue(DpdTask(), now)
+        quiet = sa.pending is None and not self.queue
+        if idle >= self.config.dpd_interval and quiet and not self._has_task(DpdTask):
+            self.enqueue(DpdTask(), now)
 
     # ------------------------------------------------------------------ ending
 

@@ -11,10 +11,14 @@ from ike.payloads import IPAddress, TrafficSelector
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def from_network(net: Network | str, protocol: int = 0, ports: tuple[int, int] = (0, 65535)) -> TrafficSelector:
+def from_network(
+    net: Network | str, protocol: int = 0, ports: tuple[int, int] = (0, 65535)
+) -> TrafficSelector:
     net = ipaddress.ip_network(net) if isinstance(net, str) else net
     ts_type = TsType.TS_IPV4_ADDR_RANGE if net.version == 4 else TsType.TS_IPV6_ADDR_RANGE
-    return TrafficSelector(ts_type, protocol, ports[0], ports[1], net.network_address, net.broadcast_address)
+    return TrafficSelector(
+        ts_type, protocol, ports[0], ports[1], net.network_address, net.broadcast_address
+    )
 
 
 def any_selectors() -> tuple[TrafficSelector, ...]:
@@ -32,10 +36,14 @@ def _intersect(a: TrafficSelector, b: TrafficSelector) -> TrafficSelector | None
     end: IPAddress = min(a.end_addr, b.end_addr)  # type: ignore[type-var]
     if start_port > end_port or start > end:  # type: ignore[operator]
         return None
-    return TrafficSelector(a.ts_type, a.ip_protocol or b.ip_protocol, start_port, end_port, start, end)
+    return TrafficSelector(
+        a.ts_type, a.ip_protocol or b.ip_protocol, start_port, end_port, start, end
+    )
 
 
-def narrow(proposed: Iterable[TrafficSelector], allowed: Iterable[TrafficSelector]) -> list[TrafficSelector]:
+def narrow(
+    proposed: Iterable[TrafficSelector], allowed: Iterable[TrafficSelector]
+) -> list[TrafficSelector]:
     """The parts of the peer's proposal that our configuration allows, without duplicates."""
     allowed = list(allowed)
     result: list[TrafficSelector] = []
@@ -65,7 +73,11 @@ def describe(selectors: Iterable[TrafficSelector]) -> list[str]:
         nets = list(ipaddress.summarize_address_range(ts.start_addr, ts.end_addr))  # type: ignore[arg-type]
         text = str(nets[0]) if len(nets) == 1 else f"{ts.start_addr}-{ts.end_addr}"
         if ts.ip_protocol or (ts.start_port, ts.end_port) != (0, 65535):
-            ports = "" if (ts.start_port, ts.end_port) == (0, 65535) else f"/{ts.start_port}-{ts.end_port}"
+            ports = (
+                ""
+                if (ts.start_port, ts.end_port) == (0, 65535)
+                else f"/{ts.start_port}-{ts.end_port}"
+            )
             text += f"[{ts.ip_protocol}{ports}]"
         out.append(text)
     return out

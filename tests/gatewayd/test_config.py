@@ -290,6 +290,8 @@ def test_fingerprint_changes_with_gateway_settings_sas_use(old: str, new: str) -
         ('networks = ["10.1.0.0/16"]', 'networks = ["10.1.0.0/16"]\ncontrol_socket = "/run/x.s"'),
         ('networks = ["10.1.0.0/16"]', 'networks = ["10.1.0.0/16"]\nreplay_window = 1024'),
         ('networks = ["10.1.0.0/16"]\n', 'networks = [ "10.1.0.0/16" ]  # same\n'),
+        (f'psk = "{PSK}"', f'psk = "{PSK}"\nid = "198.51.100.2"'),  # the default, spelled out
+        (f'psk = "{PSK}"', f'psk = "{PSK}"\ndpd_interval = 15'),
     ],
 )
 def test_fingerprint_ignores_what_sas_do_not_use(old: str, new: str) -> None:

@@ -225,6 +225,8 @@ def test_close_removes_the_device(netns: str) -> None:
     assert "gwtun1" not in {link["ifname"] for link in ip_json("link", "show")}
     with pytest.raises(TunClosed):
         dev.read()
+    with pytest.raises(TunClosed):
+        dev.write(b"\x45")
 
 
 @pytest.mark.netns

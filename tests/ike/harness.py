@@ -65,9 +65,7 @@ def make_config(
         children = [ChildConfig("net", any_selectors(), any_selectors(), esp_props)]
     else:
         children = [
-            ChildConfig(
-                f"{ln}-{rn}", (from_network(ln),), (from_network(rn),), esp_props
-            )
+            ChildConfig(f"{ln}-{rn}", (from_network(ln),), (from_network(rn),), esp_props)
             for ln in (local_nets or ("0.0.0.0/0",))
             for rn in (remote_nets or ("0.0.0.0/0",))
         ]
@@ -107,8 +105,13 @@ class Pair:
         self.cfg_r = cfg_r or make_config(local_id=addr_r[0], remote_id=addr_i[0])
         self.addr_i, self.addr_r = addr_i, addr_r
         self.i = IkeSession(
-            self.cfg_i, initiator=True, local_addr=addr_i, remote_addr=addr_r, now=now,
-            rng=seeded(seed), ke_factory=seeded_ke(seed),
+            self.cfg_i,
+            initiator=True,
+            local_addr=addr_i,
+            remote_addr=addr_r,
+            now=now,
+            rng=seeded(seed),
+            ke_factory=seeded_ke(seed),
         )
         self.events_i: list[ev.Event] = []
         self.events_r: list[ev.Event] = []
@@ -122,8 +125,13 @@ class Pair:
 
     def new_responder(self, seed: int) -> IkeSession:
         return IkeSession(
-            self.cfg_r, initiator=False, local_addr=self.addr_r, remote_addr=self.addr_i,
-            now=self.now, rng=seeded(seed), ke_factory=seeded_ke(seed),
+            self.cfg_r,
+            initiator=False,
+            local_addr=self.addr_r,
+            remote_addr=self.addr_i,
+            now=self.now,
+            rng=seeded(seed),
+            ke_factory=seeded_ke(seed),
         )
 
     def _admit(self, remote: tuple[str, int], local: tuple[str, int], now: float) -> IkeSession:
@@ -167,7 +175,9 @@ class Pair:
         """Move the clock, firing timers on both sides in order, delivering as we go."""
         end = self.now + seconds
         while True:
-            timers = [t for t in (self.i.get_timer(), self.r.get_timer()) if t is not None and t <= end]
+            timers = [
+                t for t in (self.i.get_timer(), self.r.get_timer()) if t is not None and t <= end
+            ]
             if not timers:
                 break
             self.now = max(self.now, min(timers))

@@ -295,3 +295,15 @@ def test_str_key_id_and_unknown_oid() -> None:
     assert str(Identity(IdType.KEY_ID, b"\xab\xcd")) == "keyid:abcd"
     ident = Identity.parse("2.5.4.12=Boss, CN=x")  # title, by dotted OID
     assert str(ident) == "2.5.4.12=Boss, CN=x"
+
+
+@given(
+    cn=st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20),
+    org=st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20),
+)
+def test_str_parse_round_trip_any_values(cn: str, org: str) -> None:
+    ident = Identity(
+        IdType.DER_ASN1_DN,
+        name_der((NameOID.COMMON_NAME, cn), (NameOID.ORGANIZATION_NAME, org)),
+    )
+    assert Identity.parse(str(ident)).data == ident.data

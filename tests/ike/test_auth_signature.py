@@ -46,7 +46,7 @@ PAIRS: list[tuple[SignatureScheme, pki.KeyType]] = [
 ]
 
 
-def key(kt: pki.KeyType, slot: int = 0):  # type: ignore[no-untyped-def]
+def key(kt: pki.KeyType, slot: int = 0) -> pki.PrivateKey:
     return pki.cached_key(kt, slot)
 
 

@@ -198,6 +198,8 @@ def test_mlkem_round_trip(group: KeId, ek_len: int, ct_len: int) -> None:
     assert initiator.finish(ct) == secret
     with pytest.raises(CryptoError):
         responder.respond(ek[:-1])
+    with pytest.raises(CryptoError, match="rejected"):
+        responder.respond(b"\xff" * ek_len)  # coefficients >= q fail the FIPS 203 check
     with pytest.raises(CryptoError):
         initiator.finish(ct + b"\0")
     # A corrupted ciphertext decapsulates (implicit rejection) to a different secret.

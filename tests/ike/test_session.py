@@ -29,7 +29,7 @@ def established(p: Pair) -> tuple[ev.ChildSaInfo, ev.ChildSaInfo]:
 def test_psk_exchange_establishes_ike_and_child() -> None:
     p = Pair()
     p.connect()
-    ci, cr = established(p)
+    ci, _ = established(p)
     up_i, up_r = p.of("i", ev.IkeSaUp)[0], p.of("r", ev.IkeSaUp)[0]
     assert (up_i.spi_i, up_i.spi_r) == (up_r.spi_i, up_r.spi_r)
     assert up_i.initiator and not up_r.initiator
@@ -63,16 +63,31 @@ IKE_MATRIX = [
 
 @pytest.mark.parametrize("ike", IKE_MATRIX)
 def test_ike_proposal_matrix(ike: str) -> None:
-    p = Pair(make_config(ike=(ike,)), make_config(local_id="198.51.100.2", remote_id="192.0.2.1", ike=(ike,)))
+    p = Pair(
+        make_config(ike=(ike,)),
+        make_config(local_id="198.51.100.2", remote_id="192.0.2.1", ike=(ike,)),
+    )
     p.connect()
     established(p)
 
 
 @pytest.mark.parametrize(
-    "esp", ["aes128gcm16", "aes256gcm16", "aes256-sha256", "aes128-sha1", "aes256-sha512", "chacha20poly1305", "aes256gcm16-esn"]
+    "esp",
+    [
+        "aes128gcm16",
+        "aes256gcm16",
+        "aes256-sha256",
+        "aes128-sha1",
+        "aes256-sha512",
+        "chacha20poly1305",
+        "aes256gcm16-esn",
+    ],
 )
 def test_esp_proposal_matrix(esp: str) -> None:
-    p = Pair(make_config(esp=(esp,)), make_config(local_id="198.51.100.2", remote_id="192.0.2.1", esp=(esp,)))
+    p = Pair(
+        make_config(esp=(esp,)),
+        make_config(local_id="198.51.100.2", remote_id="192.0.2.1", esp=(esp,)),
+    )
     p.connect()
     ci, _ = established(p)
     assert ci.esn == esp.endswith("-esn")
@@ -81,7 +96,11 @@ def test_esp_proposal_matrix(esp: str) -> None:
 
 
 def test_wrong_psk_fails_on_both_sides_with_reason() -> None:
-    p = Pair(cfg_r=make_config(local_id="198.51.100.2", remote_id="192.0.2.1", psk=b"another-long-secret-key-xx"))
+    p = Pair(
+        cfg_r=make_config(
+            local_id="198.51.100.2", remote_id="192.0.2.1", psk=b"another-long-secret-key-xx"
+        )
+    )
     p.connect()
     fail_r = p.of("r", ev.AuthFailed)
     fail_i = p.of("i", ev.AuthFailed)
@@ -101,7 +120,9 @@ def test_wrong_identity_is_refused() -> None:
 def test_no_proposal_chosen_names_both_offers() -> None:
     p = Pair(
         make_config(ike=("aes128gcm16-prfsha256-ecp256",)),
-        make_config(local_id="198.51.100.2", remote_id="192.0.2.1", ike=("aes256-sha512-modp2048",)),
+        make_config(
+            local_id="198.51.100.2", remote_id="192.0.2.1", ike=("aes256-sha512-modp2048",)
+        ),
     )
     p.connect()
     reason = p.of("r", ev.NegotiationFailed)[0].reason
@@ -113,7 +134,9 @@ def test_no_proposal_chosen_names_both_offers() -> None:
 def test_invalid_ke_payload_retry_with_the_group_the_responder_wants() -> None:
     p = Pair(
         make_config(ike=("aes256gcm16-prfsha256-x25519-ecp256",)),
-        make_config(local_id="198.51.100.2", remote_id="192.0.2.1", ike=("aes256gcm16-prfsha256-ecp256",)),
+        make_config(
+            local_id="198.51.100.2", remote_id="192.0.2.1", ike=("aes256gcm16-prfsha256-ecp256",)
+        ),
     )
     p.connect()
     # The responder that said INVALID_KE kept no state; a new one answered the retry.
@@ -124,7 +147,10 @@ def test_invalid_ke_payload_retry_with_the_group_the_responder_wants() -> None:
 
 
 def test_esp_no_proposal_keeps_ike_sa_up() -> None:
-    p = Pair(make_config(esp=("aes128gcm16",)), make_config(local_id="198.51.100.2", remote_id="192.0.2.1", esp=("aes256-sha256",)))
+    p = Pair(
+        make_config(esp=("aes128gcm16",)),
+        make_config(local_id="198.51.100.2", remote_id="192.0.2.1", esp=("aes256-sha256",)),
+    )
     p.connect()
     assert p.i.state is State.ESTABLISHED and p.r.state is State.ESTABLISHED
     failed = p.of("i", ev.ChildSaFailed)
@@ -134,8 +160,12 @@ def test_esp_no_proposal_keeps_ike_sa_up() -> None:
 
 def test_policy_based_selectors_narrowed_and_extra_children_created() -> None:
     cfg_i = make_config(local_nets=("10.1.0.0/16", "10.3.0.0/16"), remote_nets=("10.2.0.0/16",))
-    cfg_r = make_config(local_id="198.51.100.2", remote_id="192.0.2.1",
-                        local_nets=("10.2.0.0/16",), remote_nets=("10.1.0.0/16", "10.3.0.0/16"))
+    cfg_r = make_config(
+        local_id="198.51.100.2",
+        remote_id="192.0.2.1",
+        local_nets=("10.2.0.0/16",),
+        remote_nets=("10.1.0.0/16", "10.3.0.0/16"),
+    )
     p = Pair(cfg_i, cfg_r)
     p.connect()
     ups = p.of("i", ev.ChildSaUp)
@@ -149,13 +179,20 @@ def test_route_based_responder_narrows_any_to_peer_networks() -> None:
     p = Pair(cfg_i, make_config(local_id="198.51.100.2", remote_id="192.0.2.1"))
     p.connect()
     cr = p.of("r", ev.ChildSaUp)[0].child
-    assert str(cr.remote_ts[0].start_addr) == "10.2.0.0" and str(cr.local_ts[0].start_addr) == "10.1.0.0"
+    assert (
+        str(cr.remote_ts[0].start_addr) == "10.2.0.0"
+        and str(cr.local_ts[0].start_addr) == "10.1.0.0"
+    )
 
 
 def test_unacceptable_selectors_answer_ts_unacceptable() -> None:
     cfg_i = make_config(local_nets=("10.9.0.0/16",), remote_nets=("10.1.0.0/16",))
-    cfg_r = make_config(local_id="198.51.100.2", remote_id="192.0.2.1",
-                        local_nets=("10.1.0.0/16",), remote_nets=("10.2.0.0/16",))
+    cfg_r = make_config(
+        local_id="198.51.100.2",
+        remote_id="192.0.2.1",
+        local_nets=("10.1.0.0/16",),
+        remote_nets=("10.2.0.0/16",),
+    )
     p = Pair(cfg_i, cfg_r)
     p.connect()
     assert "TS_UNACCEPTABLE" in p.of("i", ev.ChildSaFailed)[0].reason
@@ -166,7 +203,10 @@ def test_unacceptable_selectors_answer_ts_unacceptable() -> None:
 
 @pytest.mark.parametrize("esp", ["aes256gcm16", "aes256gcm16-ecp256", "aes128-sha256-x25519"])
 def test_child_rekey_make_before_break(esp: str) -> None:
-    p = Pair(make_config(esp=(esp,)), make_config(local_id="198.51.100.2", remote_id="192.0.2.1", esp=(esp,)))
+    p = Pair(
+        make_config(esp=(esp,)),
+        make_config(local_id="198.51.100.2", remote_id="192.0.2.1", esp=(esp,)),
+    )
     p.connect()
     old_i, _ = established(p)
     p.i.rekey_child(old_i.child_id, p.now)
@@ -200,7 +240,10 @@ def test_create_additional_child_and_delete_it() -> None:
 
 
 def test_responder_accepts_pfs_it_does_not_require() -> None:
-    p = Pair(make_config(esp=("aes256gcm16-ecp256",)), make_config(local_id="198.51.100.2", remote_id="192.0.2.1"))
+    p = Pair(
+        make_config(esp=("aes256gcm16-ecp256",)),
+        make_config(local_id="198.51.100.2", remote_id="192.0.2.1"),
+    )
     p.connect()
     old, _ = established(p)
     p.i.rekey_child(old.child_id, p.now)
@@ -209,8 +252,10 @@ def test_responder_accepts_pfs_it_does_not_require() -> None:
 
 
 def test_pfs_invalid_ke_retry_on_rekey() -> None:
-    p = Pair(make_config(esp=("aes256gcm16-x25519-ecp256",)),
-             make_config(local_id="198.51.100.2", remote_id="192.0.2.1", esp=("aes256gcm16-ecp256",)))
+    p = Pair(
+        make_config(esp=("aes256gcm16-x25519-ecp256",)),
+        make_config(local_id="198.51.100.2", remote_id="192.0.2.1", esp=("aes256gcm16-ecp256",)),
+    )
     p.connect()
     old, _ = established(p)
     p.i.rekey_child(old.child_id, p.now)
@@ -276,7 +321,11 @@ def test_retransmission_backs_off_and_recovers_after_loss() -> None:
     dropped: list[int] = []
 
     def lossy(direction: str, g):  # drop the first IKE_AUTH response
-        if direction == "r->i" and len([x for x in p.wire.log if x[0] == "r->i"]) == 1 and not dropped:
+        if (
+            direction == "r->i"
+            and len([x for x in p.wire.log if x[0] == "r->i"]) == 1
+            and not dropped
+        ):
             dropped.append(1)
             return []
         return [g]
@@ -310,7 +359,7 @@ def test_tampered_message_is_dropped_and_changes_nothing() -> None:
     p.connect()
     established(p)
     p.i.liveness_check(p.now)
-    (direction, g), = p.pending()
+    ((direction, g),) = p.pending()
     bad = bytearray(g.data)
     bad[-1] ^= 1
     state = (p.r.state, p.r.sa.expected_request_id)
@@ -322,9 +371,16 @@ def test_tampered_message_is_dropped_and_changes_nothing() -> None:
 
 
 def test_fragmentation_of_large_messages_any_order() -> None:
-    cfg_i = make_config(fragment_size=120, local_nets=("10.1.0.0/16", "10.3.0.0/16"), remote_nets=("10.2.0.0/16",))
-    cfg_r = make_config(local_id="198.51.100.2", remote_id="192.0.2.1", fragment_size=120,
-                        local_nets=("10.2.0.0/16",), remote_nets=("10.1.0.0/16", "10.3.0.0/16"))
+    cfg_i = make_config(
+        fragment_size=120, local_nets=("10.1.0.0/16", "10.3.0.0/16"), remote_nets=("10.2.0.0/16",)
+    )
+    cfg_r = make_config(
+        local_id="198.51.100.2",
+        remote_id="192.0.2.1",
+        fragment_size=120,
+        local_nets=("10.2.0.0/16",),
+        remote_nets=("10.1.0.0/16", "10.3.0.0/16"),
+    )
     p = Pair(cfg_i, cfg_r)
     seen: list[int] = []
 
@@ -335,7 +391,7 @@ def test_fragmentation_of_large_messages_any_order() -> None:
     p.filter = reverse
     p.i.initiate(p.now)
     for _ in range(2):  # IKE_SA_INIT request and response
-        (direction, g), = p.pending()
+        ((direction, g),) = p.pending()
         p.deliver(direction, g)
     batch = p.pending()
     assert len(batch) > 1, "IKE_AUTH should be fragmented at 120 bytes"
@@ -385,8 +441,14 @@ def test_unknown_critical_payload_answered() -> None:
     p.connect()
     established(p)
     sa = p.i.sa
-    msg = Message(sa.spi_i, sa.spi_r, ExchangeType.INFORMATIONAL, sa.flags_i, sa.next_request_id,
-                  [UnknownPayload(200, True, b"xx")])
+    msg = Message(
+        sa.spi_i,
+        sa.spi_r,
+        ExchangeType.INFORMATIONAL,
+        sa.flags_i,
+        sa.next_request_id,
+        [UnknownPayload(200, True, b"xx")],
+    )
     p.r.receive_datagram(encode_protected(msg, sa.keys.crypto_out), ("192.0.2.1", 500), p.now)
     (reply,) = p.r.datagrams_to_send()
     from ike.codec import open_protected
@@ -398,8 +460,14 @@ def test_unknown_critical_payload_answered() -> None:
 
 def test_lifetimes_rekey_child_and_ike_automatically() -> None:
     cfg_i = make_config(ike_lifetime=400.0, child_lifetime=200.0, jitter=0.0, dpd_interval=1e9)
-    cfg_r = make_config(local_id="198.51.100.2", remote_id="192.0.2.1", ike_lifetime=4000.0,
-                        child_lifetime=2000.0, jitter=0.0, dpd_interval=1e9)
+    cfg_r = make_config(
+        local_id="198.51.100.2",
+        remote_id="192.0.2.1",
+        ike_lifetime=4000.0,
+        child_lifetime=2000.0,
+        jitter=0.0,
+        dpd_interval=1e9,
+    )
     p = Pair(cfg_i, cfg_r)
     p.connect()
     established(p)

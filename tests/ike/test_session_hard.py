@@ -22,18 +22,37 @@ def cert_pair(key_type: str, id_i: str, id_r: str, *, i_cert=None, trust_i=None,
     ca = pki.make_ca("CN=Test Root,O=gatewayd", key_type)  # type: ignore[arg-type]
     sans_i = [id_i] if "=" not in id_i else []
     sans_r = [id_r] if "=" not in id_r else []
-    leaf_i = i_cert or pki.issue(ca, f"CN={id_i}" if "=" not in id_i else id_i, key_type, sans=sans_i)  # type: ignore[arg-type]
+    leaf_i = i_cert or pki.issue(
+        ca, f"CN={id_i}" if "=" not in id_i else id_i, key_type, sans=sans_i
+    )  # type: ignore[arg-type]
     leaf_r = pki.issue(ca, f"CN={id_r}" if "=" not in id_r else id_r, key_type, sans=sans_r)  # type: ignore[arg-type]
-    cfg_i = make_config(local_id=id_i, remote_id=id_r, psk=None, private_key=leaf_i.key,
-                        certificates=leaf_i.chain(), trust=trust_i or TrustStore([ca.cert]),
-                        remote_auth="pubkey", **kw)
-    cfg_r = make_config(local_id=id_r, remote_id=id_i, psk=None, private_key=leaf_r.key,
-                        certificates=leaf_r.chain(), trust=TrustStore([ca.cert]), remote_auth="pubkey", **kw)
+    cfg_i = make_config(
+        local_id=id_i,
+        remote_id=id_r,
+        psk=None,
+        private_key=leaf_i.key,
+        certificates=leaf_i.chain(),
+        trust=trust_i or TrustStore([ca.cert]),
+        remote_auth="pubkey",
+        **kw,
+    )
+    cfg_r = make_config(
+        local_id=id_r,
+        remote_id=id_i,
+        psk=None,
+        private_key=leaf_r.key,
+        certificates=leaf_r.chain(),
+        trust=TrustStore([ca.cert]),
+        remote_auth="pubkey",
+        **kw,
+    )
     return Pair(cfg_i, cfg_r, now=NOW), ca
 
 
 @pytest.mark.parametrize("key_type", ["p256", "p384", "rsa3072", "ed25519"])
-@pytest.mark.parametrize("ids", [("hub.example.net", "branch.example.net"), ("CN=hub,O=Example", "CN=branch,O=Example")])
+@pytest.mark.parametrize(
+    "ids", [("hub.example.net", "branch.example.net"), ("CN=hub,O=Example", "CN=branch,O=Example")]
+)
 def test_certificate_authentication(key_type: str, ids: tuple[str, str]) -> None:
     p, _ = cert_pair(key_type, *ids)
     p.connect()
@@ -62,10 +81,17 @@ def test_untrusted_certificate_is_refused_with_reason() -> None:
 def test_expired_certificate_is_refused_with_reason() -> None:
     ca = pki.make_ca("CN=Test Root", "p256")
     past = datetime.datetime.fromtimestamp(NOW - 10 * 86400, datetime.UTC)
-    old = pki.issue(ca, "CN=hub.example.net", "p256", sans=["hub.example.net"],
-                    not_before=past - datetime.timedelta(days=30), not_after=past)
-    p, _ = cert_pair("p256", "hub.example.net", "branch.example.net", i_cert=old,
-                     trust_i=TrustStore([ca.cert]))
+    old = pki.issue(
+        ca,
+        "CN=hub.example.net",
+        "p256",
+        sans=["hub.example.net"],
+        not_before=past - datetime.timedelta(days=30),
+        not_after=past,
+    )
+    p, _ = cert_pair(
+        "p256", "hub.example.net", "branch.example.net", i_cert=old, trust_i=TrustStore([ca.cert])
+    )
     p.cfg_r.trust = TrustStore([ca.cert])
     p.connect()
     assert "expired" in p.of("r", ev.AuthFailed)[0].reason
@@ -74,7 +100,9 @@ def test_expired_certificate_is_refused_with_reason() -> None:
 def test_certificate_without_the_claimed_identity_is_refused() -> None:
     ca = pki.make_ca("CN=Test Root", "p256")
     wrong = pki.issue(ca, "CN=other", "p256", sans=["other.example.net"])
-    p, _ = cert_pair("p256", "hub.example.net", "branch.example.net", i_cert=wrong, trust_i=TrustStore([ca.cert]))
+    p, _ = cert_pair(
+        "p256", "hub.example.net", "branch.example.net", i_cert=wrong, trust_i=TrustStore([ca.cert])
+    )
     p.cfg_r.trust = TrustStore([ca.cert])
     p.connect()
     assert "does not contain" in p.of("r", ev.AuthFailed)[0].reason
@@ -95,7 +123,9 @@ def test_simultaneous_child_rekey_leaves_exactly_one_child(seed: int) -> None:
     p = Pair(seed=seed)
     p.connect()
     ci, cr = established(p)
-    crossed(p, lambda: p.i.rekey_child(ci.child_id, p.now), lambda: p.r.rekey_child(cr.child_id, p.now))
+    crossed(
+        p, lambda: p.i.rekey_child(ci.child_id, p.now), lambda: p.r.rekey_child(cr.child_id, p.now)
+    )
     assert len(p.i.children) == 1 and len(p.r.children) == 1, (p.events_i, p.events_r)
     (survivor_i,) = p.i.children.values()
     (survivor_r,) = p.r.children.values()
@@ -110,8 +140,12 @@ def test_simultaneous_child_rekey_leaves_exactly_one_child(seed: int) -> None:
         assert old_down and old_down[0].successor == survivor.child_id
         assert survivor.child_id in rekeyed
     # The survivor's keys agree.
-    info_i = next(e.child for e in p.of("i", ev.ChildSaRekeyed) if e.child.child_id == survivor_i.child_id)
-    info_r = next(e.child for e in p.of("r", ev.ChildSaRekeyed) if e.child.child_id == survivor_r.child_id)
+    info_i = next(
+        e.child for e in p.of("i", ev.ChildSaRekeyed) if e.child.child_id == survivor_i.child_id
+    )
+    info_r = next(
+        e.child for e in p.of("r", ev.ChildSaRekeyed) if e.child.child_id == survivor_r.child_id
+    )
     keys_agree(p, info_i, info_r)
 
 
@@ -119,7 +153,11 @@ def test_both_sides_delete_the_same_child() -> None:
     p = Pair()
     p.connect()
     ci, cr = established(p)
-    crossed(p, lambda: p.i.delete_child(ci.child_id, p.now), lambda: p.r.delete_child(cr.child_id, p.now))
+    crossed(
+        p,
+        lambda: p.i.delete_child(ci.child_id, p.now),
+        lambda: p.r.delete_child(cr.child_id, p.now),
+    )
     assert not p.i.children and not p.r.children
     assert len(p.of("i", ev.ChildSaDown)) == 1 and len(p.of("r", ev.ChildSaDown)) == 1
     assert p.i.state is State.ESTABLISHED and p.r.state is State.ESTABLISHED
@@ -129,10 +167,14 @@ def test_rekey_crossed_with_delete() -> None:
     p = Pair()
     p.connect()
     ci, cr = established(p)
-    crossed(p, lambda: p.i.rekey_child(ci.child_id, p.now), lambda: p.r.delete_child(cr.child_id, p.now))
+    crossed(
+        p, lambda: p.i.rekey_child(ci.child_id, p.now), lambda: p.r.delete_child(cr.child_id, p.now)
+    )
     # The peer refused to rekey what it is deleting; nothing is left half-made.
     assert not p.r.children, p.events_r
-    assert not p.i.children or all(c.spi_out in {x.spi_in for x in p.r.children.values()} for c in p.i.children.values())
+    assert not p.i.children or all(
+        c.spi_out in {x.spi_in for x in p.r.children.values()} for c in p.i.children.values()
+    )
     assert p.i.state is State.ESTABLISHED
 
 

@@ -1,1 +1,0 @@
-"""IKE engine tests."""
