@@ -38,8 +38,17 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 log() { printf 'install-deps: %s\n' "$*"; }
 
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
-has_candidate() { apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; }
+# Capture first, then match: "grep -q" closing the pipe early would trip pipefail.
+installed() {
+    local s
+    s=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)
+    [ "$s" = "install ok installed" ]
+}
+has_candidate() {
+    local s
+    s=$(apt-cache policy "$1" 2>/dev/null || true)
+    [[ "$s" == *"Candidate: "[0-9]* ]]
+}
 
 missing=()
 for p in "${REQUIRED[@]}" "${OPTIONAL[@]}"; do
@@ -71,10 +80,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
         trap 'rm -f "$policy"' EXIT
     fi
     echo 'iperf3 iperf3/start_daemon boolean false' | debconf-set-selections
-    log "installing: ${to_install[*]}"
-    apt-get install -y -q --no-install-recommends \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        "${to_install[@]}"
+    if [ "${#to_install[@]}" -gt 0 ]; then
+        log "installing: ${to_install[*]}"
+        apt-get install -y -q --no-install-recommends \
+            -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+            "${to_install[@]}"
+    fi
 else
     log "all packages already installed"
 fi
@@ -109,4 +120,4 @@ done
     log "ERROR: kernel-libipsec plugin config missing"; exit 1; }
 command -v wg >/dev/null && command -v wireguard-go >/dev/null ||
     log "note: wg/wireguard-go not available; the WireGuard baseline will be skipped"
-log "ok ($(swanctl --version 2>/dev/null | head -1))"
+log "ok (strongSwan $(dpkg-query -W -f='${Version}' charon-systemd))"

@@ -62,7 +62,7 @@ class ModpKeyExchange(_DiffieHellman):
         self._p = MODP_PRIMES[group]
         self._len = (self._p.bit_length() + 7) // 8
         params = modp_parameters(group)
-        self._key = private_key or params.generate_private_key()
+        self._key = params.generate_private_key() if private_key is None else private_key
         self._public = self._key.public_key().public_numbers().y.to_bytes(self._len, "big")
 
     def public_bytes(self) -> bytes:
@@ -99,7 +99,7 @@ class EcpKeyExchange(_DiffieHellman):
         curve_type, self._coord_len = _CURVES[group]
         self.group = group
         self._curve = curve_type()
-        self._key = private_key or ec.generate_private_key(self._curve)
+        self._key = ec.generate_private_key(self._curve) if private_key is None else private_key
         point = self._key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
         self._public = point[1:]
 
@@ -120,7 +120,7 @@ class EcpKeyExchange(_DiffieHellman):
 class X25519KeyExchange(_DiffieHellman):
     def __init__(self, private_key: x25519.X25519PrivateKey | None = None) -> None:
         self.group = KeId.CURVE25519
-        self._key = private_key or x25519.X25519PrivateKey.generate()
+        self._key = x25519.X25519PrivateKey.generate() if private_key is None else private_key
         self._public = self._key.public_key().public_bytes_raw()
 
     def public_bytes(self) -> bytes:

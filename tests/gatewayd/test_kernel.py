@@ -264,8 +264,7 @@ def test_parameters_validated() -> None:
 
 
 def test_mark_socket_sets_so_mark() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("SO_MARK needs CAP_NET_ADMIN")
+    require_root()  # SO_MARK needs CAP_NET_ADMIN
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         mark_socket(sock, MARK)
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_MARK) == MARK
