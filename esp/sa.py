@@ -10,8 +10,9 @@ AES-CBC with HMAC: the ICV covers SPI | seq | IV | ciphertext, and with ESN also
 sequence half, which is not sent (RFC 4303 §2.2.1, §3.3.2.1). Building a CBC cipher object
 costs ~11 µs, so each SA keeps one CBC context alive and never finalises it:
  - seal feeds R | plaintext with R = the sequence number; the first output block
-   E(R xor previous block) is unique and unpredictable without the key, and it is the IV
-   of what follows (NIST SP 800-38A appendix C, IV from the cipher applied to a nonce);
+   E(R xor previous block) is unpredictable without the key (and repeats no more often
+   than random IVs would); it is the IV of what follows (NIST SP 800-38A appendix C:
+   an IV made by applying the cipher to a nonce);
  - open feeds IV | ciphertext and drops the first output block: in CBC each block is
    chained to the one fed before it, so the IV sets the chain for this packet.
 
@@ -135,7 +136,8 @@ class EspParams:
         if spec is None:
             raise ValueError(f"ESP cipher {encr_id.name} is not supported")
         if len(self.encr_key) - spec.salt_len not in spec.key_lens:
-            raise ValueError(f"{encr_id.name} key must be one of {spec.key_lens} bytes + salt")
+            salt = f" + {spec.salt_len}-byte salt" if spec.salt_len else ""
+            raise ValueError(f"{encr_id.name} key must be {spec.key_lens} bytes{salt}")
         if spec.tag_len:
             if integ_id != IntegId.NONE or self.integ_key:
                 raise ValueError("an AEAD cipher takes no separate integrity algorithm")
@@ -145,6 +147,9 @@ class EspParams:
                 raise ValueError(f"{encr_id.name} needs a supported integrity algorithm")
             if len(self.integ_key) != integ[0]:
                 raise ValueError(f"{integ_id.name} key must be {integ[0]} bytes")
+        for limit in (self.soft_bytes, self.soft_packets):
+            if limit is not None and limit <= 0:
+                raise ValueError("soft limits must be positive")
 
     @property
     def is_aead(self) -> bool:
@@ -296,6 +301,8 @@ def _cbc_decrypter(params: EspParams) -> DecryptFn:
 
     def decrypt_packet(packet: Packet, seq: int) -> bytes | None:
         icv_at = len(packet) - icv_len
+        if icv_at < ESP_HEADER_LEN + 32 or (icv_at - ESP_HEADER_LEN) & 15:
+            return None  # a partial block would desync the kept CBC context for good
         mac = base_mac.copy()
         mac.update(packet[:icv_at])
         if esn:

@@ -51,6 +51,16 @@ _DN_LABELS = {
     NameOID.SERIAL_NUMBER.dotted_string: "serialNumber",
 }
 _KNOWN_KEYS = "CN, O, OU, C, ST, L, E (emailAddress), DC, serialNumber or a dotted OID"
+# Attributes cryptography encodes as PrintableString or IA5String, and what those allow.
+_PRINTABLE_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?"
+)
+_RESTRICTED = {
+    NameOID.COUNTRY_NAME: ("PrintableString", _PRINTABLE_CHARS),
+    NameOID.SERIAL_NUMBER: ("PrintableString", _PRINTABLE_CHARS),
+    NameOID.EMAIL_ADDRESS: ("IA5String", frozenset(chr(c) for c in range(128))),
+    NameOID.DOMAIN_COMPONENT: ("IA5String", frozenset(chr(c) for c in range(128))),
+}
 _DN_SPECIALS = set(',+="\\<>;#= ')
 
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
@@ -91,7 +101,7 @@ class Identity:
     @classmethod
     def parse(cls, text: str) -> Identity:
         """An identity from config text; ValueError with the reason if it is not valid."""
-        text = text.strip()
+        original, text = text, text.strip()
         if not text:
             raise ValueError("empty identity")
         if text == "%any":
@@ -104,7 +114,8 @@ class Identity:
             kind = IdType.IPV4_ADDR if addr.version == 4 else IdType.IPV6_ADDR
             return cls(kind, addr.packed)
         if "=" in text:
-            return cls(IdType.DER_ASN1_DN, _parse_dn(text).public_bytes())
+            # Unstripped: a trailing "\ " is an escaped space the DN parser must see.
+            return cls(IdType.DER_ASN1_DN, _parse_dn(original).public_bytes())
         if text.startswith("@"):
             return cls(IdType.FQDN, _check_hostname(text[1:], text))
         if "@" in text:
@@ -291,8 +302,12 @@ def _parse_dn(text: str) -> x509.Name:
             value = _unescape(key_value[1], text)
             if not value:
                 raise ValueError(f"invalid DN {text!r}: empty value for {key}")
+            oid = _attribute_oid(key, text)
+            kind, allowed = _RESTRICTED.get(oid, ("", None))
+            if allowed is not None and not set(value) <= allowed:
+                raise ValueError(f"invalid DN {text!r}: {key}={value!r} is not a valid {kind}")
             try:
-                attrs.append(x509.NameAttribute(_attribute_oid(key, text), value))
+                attrs.append(x509.NameAttribute(oid, value))
             except ValueError as e:
                 if str(e).startswith("invalid DN"):
                     raise

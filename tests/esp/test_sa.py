@@ -34,8 +34,8 @@ ALL = list(SUITES)
 LOW = 0xFFFFFFFF
 
 
-def pair(suite: str, **kw: object) -> tuple[OutboundSa, InboundSa, EspParams]:
-    params = make_params(suite, **kw)  # type: ignore[arg-type]
+def pair(suite: str, esn: bool = False) -> tuple[OutboundSa, InboundSa, EspParams]:
+    params = make_params(suite, esn=esn)
     return OutboundSa(params), InboundSa(params), params
 
 
@@ -509,3 +509,21 @@ def test_route_based_selectors_accept_everything_of_the_family() -> None:
     inb = InboundSa(params, selectors=SelectorSet.inbound(every, every))
     assert inb.open(esp_for(params, 1, v4_udp("8.8.8.8", "1.1.1.1"), 4))[0] == 4
     assert inb.open(esp_for(params, 2, v6_udp("::1", "::2"), 41))[0] == 41
+
+
+def test_soft_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="soft"):
+        make_params("aes128gcm16", soft_packets=0)
+    with pytest.raises(ValueError, match="soft"):
+        make_params("aes128gcm16", soft_bytes=-5)
+
+
+@pytest.mark.parametrize("suite", CBC_SUITES)
+def test_cbc_decrypt_refuses_partial_blocks_even_when_called_directly(suite: str) -> None:
+    out, inb, params = pair(suite)
+    inner = v4_udp()
+    good = out.seal(inner, 4)
+    icv = params.icv_len
+    assert inb.decrypt(good[: -icv - 5] + good[-icv:], 1) is None
+    assert inb.decrypt(good[:40], 1) is None
+    assert inb.open(good) == (4, inner)  # the kept CBC context is still in step

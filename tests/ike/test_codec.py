@@ -7,7 +7,6 @@ import struct
 
 import pytest
 from scapy.contrib import ikev2 as S
-from sk_fake import FakeGcmSk
 
 from ike.codec import (
     Header,
@@ -64,6 +63,7 @@ from ike.payloads import (
     UnknownPayload,
     VendorPayload,
 )
+from tests.ike.sk_fake import FakeGcmSk
 
 SPI_I = bytes.fromhex("0102030405060708")
 SPI_R = bytes.fromhex("a1a2a3a4a5a6a7a8")
@@ -205,10 +205,11 @@ def test_other_major_version_is_distinguishable(version):
 def test_header_length_must_match_datagram():
     good = wire((PayloadType.NONCE, bytes(16)))
     decode(good)
-    with pytest.raises(DecodeError):
-        decode(good + b"\x00")  # datagram longer than the length field
-    with pytest.raises(DecodeError):
-        decode(good[:-1])
+    for bad in (good + b"\x00", good[:-1]):  # datagram longer / shorter than the length field
+        with pytest.raises(DecodeError):
+            decode_header(bad)
+        with pytest.raises(DecodeError):
+            decode(bad)
     for n in range(28):
         with pytest.raises(DecodeError):
             decode_header(good[:n])
@@ -410,6 +411,7 @@ MALFORMED = {
     "sa bad marker": (P.SA, prop(more=1)),
     "sa proposal length short": (P.SA, prop(plen=7)),
     "sa proposal length overrun": (P.SA, prop(plen=40)),
+    "sa proposal overruns the datagram": (P.SA, prop(plen=40, ntrans=2)),
     "sa proposal truncated": (P.SA, prop()[:6]),
     "sa spi size 3": (P.SA, prop(spi=b"abc")),
     "sa spi larger than proposal": (P.SA, prop(spi=b"abcd", plen=10)),
@@ -506,8 +508,11 @@ def _patch_payload_length(raw: bytes, offset: int, value: int) -> bytes:
 
 
 @pytest.mark.parametrize("length", [0, 1, 3, 21, 200, 0xFFFF])
-def test_bad_generic_payload_length(length):
-    raw = wire((P.NONCE, bytes(16)), (P.VENDOR, b"abc"))
+@pytest.mark.parametrize("first", [P.NONCE, P.VENDOR, 200])
+def test_bad_generic_payload_length(first, length):
+    raw = wire((first, bytes(16)), (P.VENDOR, b"abc"))
+    if length == 20:
+        decode(raw)  # the unpatched length is fine
     with pytest.raises(DecodeError):
         decode(_patch_payload_length(raw, 28, length))
 
@@ -698,6 +703,7 @@ def test_describe():
 
 
 # --- cross-check against scapy.contrib.ikev2, an independent implementation ------------
+
 
 def _scapy_chain(first):
     """A scapy substructure followed by its siblings (proposals, transforms)."""

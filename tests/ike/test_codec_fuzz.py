@@ -8,7 +8,6 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sk_fake import FakeGcmSk
 
 from ike.codec import (
     decode,
@@ -43,6 +42,7 @@ from ike.payloads import (
     UnknownPayload,
     VendorPayload,
 )
+from tests.ike.sk_fake import FakeGcmSk
 
 # Raw-byte inputs are cheap to draw; whole messages are not. Together well under 30 s.
 FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -16,6 +16,7 @@ See README.md in this folder for the address plan and the pitfalls.
 """
 
 from .capture import Capture, Datagram, read_udp
+from .certs import CertFiles, make_ca, make_cert
 from .lab import Lab
 from .netns import DEFAULT_PREFIX, Netns, NetnsError, cleanup_stale, list_namespaces, veth
 from .presets import psk_site_to_site
@@ -32,6 +33,7 @@ __all__ = [
     "KEYMAT_LOG_LEVELS",
     "Auth",
     "Capture",
+    "CertFiles",
     "Child",
     "ChildSa",
     "Connection",
@@ -50,6 +52,8 @@ __all__ = [
     "hub_and_spokes",
     "iperf3",
     "list_namespaces",
+    "make_ca",
+    "make_cert",
     "parse_list_sas",
     "ping",
     "psk_site_to_site",

@@ -232,9 +232,9 @@ def verify(k: dict[str, Any], exchange: list[dict[str, Any]]) -> None:
     """RFC 7296 2.14/2.15/2.17 recomputed from the captured values; raises on mismatch."""
     prf = next(t for t in k["selected_ike"].split("/") if t.startswith("PRF_"))
     h = PRF_HASH[prf]
-    hex_fields = ("ni", "nr", "spi_i", "spi_r", "g_ir", "skeyseed", "sk_d", "sk_ai", "sk_ar")
-    hex_fields += ("sk_ei", "sk_er", "sk_pi", "sk_pr", "auth_octets_i", "auth_i")
-    hex_fields += ("auth_octets_r", "auth_r")
+    hex_fields = ["ni", "nr", "spi_i", "spi_r", "g_ir", "skeyseed", "sk_d", "sk_ai", "sk_ar"]
+    hex_fields += ["sk_ei", "sk_er", "sk_pi", "sk_pr", "auth_octets_i", "auth_i"]
+    hex_fields += ["auth_octets_r", "auth_r"]
     x = {n: bytes.fromhex(k[n]) for n in hex_fields if k[n] is not None}
     ni_nr = x["ni"] + x["nr"]
     skeyseed = hmac.digest(ni_nr, x["g_ir"], h)

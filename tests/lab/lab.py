@@ -37,6 +37,9 @@ def forget_closed_labs() -> None:
 
 
 class Lab:
+    """``workdir`` holds peer configs and logs; by default a new /tmp/gwdlab-* directory,
+    kept after ``close()`` so the logs can still be read."""
+
     def __init__(self, workdir: Path | None = None, prefix: str = DEFAULT_PREFIX) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="gwdlab-")).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)

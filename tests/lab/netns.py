@@ -123,7 +123,11 @@ class Netns:
             raise ValueError(f"host name {host!r} must match {_HOST_RE.pattern}")
         self.host = host
         self.prefix = prefix
-        self.name = f"{prefix}-{_run_id()}-{host}"
+        base = f"{prefix}-{_run_id()}-{host}"
+        self.name, n = base, 1
+        while self.name in _LIVE:  # the same host name twice in one process
+            n += 1
+            self.name = f"{base}{n}"
         self._procs: list[subprocess.Popen[Any]] = []
         self._created = False
         if create:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .swanctl_conf import Auth, Child, Connection, Secret
 from .topology import Site
 
@@ -16,7 +18,7 @@ def psk_site_to_site(
     ike_proposals: list[str] | None = None,
     esp_proposals: list[str] | None = None,
     ipv6_lans: bool = True,
-    **conn_kw: object,
+    **conn_kw: Any,
 ) -> tuple[Connection, Secret]:
     """``local``'s side of a PSK tunnel between the two sites' LANs.
 
@@ -33,7 +35,7 @@ def psk_site_to_site(
         local=Auth("psk", id=local.gw_wan_v4),
         remote=Auth("psk", id=remote.gw_wan_v4),
         children=[Child(child, lts, rts, esp_proposals=esp_proposals or ["aes256gcm16"])],
-        **conn_kw,  # type: ignore[arg-type]
+        **conn_kw,
     )
     if ike_proposals:
         conn.proposals = ike_proposals

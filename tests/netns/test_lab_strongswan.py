@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import os
 import subprocess
+from typing import Any
 
 import pytest
 
 from tests.lab import (
+    Auth,
     Lab,
     Netns,
     StrongSwan,
     Topology,
     cleanup_stale,
+    iperf3,
     list_namespaces,
     ping,
     psk_site_to_site,
     require_root,
     require_root_and_strongswan,
+    requires,
     tcp_transfer,
     wait_ping,
 )
+from tests.lab.certs import make_ca, make_cert
 
 pytestmark = pytest.mark.netns
 
@@ -28,7 +33,7 @@ PSK = "lab-selftest-psk-5f1c0a7e"
 FIVE_MB = 5 * 1024 * 1024
 
 
-def start_pair(lab: Lab, topo: Topology, **conn_kw: object) -> dict[str, StrongSwan]:
+def start_pair(lab: Lab, topo: Topology, **conn_kw: Any) -> dict[str, StrongSwan]:
     """A PSK tunnel between sites a and b; both peers started and loaded."""
     peers = {}
     for me, other in ((topo["a"], topo["b"]), (topo["b"], topo["a"])):
@@ -68,6 +73,32 @@ def test_psk_site_to_site_carries_lan_traffic(lab: Lab) -> None:
 
     after = peers["a"].list_sas("a-b")[0].child("net")
     assert after and after.bytes_out > FIVE_MB
+
+    report = iperf3(a.lan, b.lan, b.lan_host_v4, seconds=1)
+    assert report["end"]["sum_received"]["bits_per_second"] > 1e6
+
+
+def test_pubkey_site_to_site(lab: Lab) -> None:
+    """Certificates from tests/lab/certs.py, placed with add_cert, identities by IP SAN."""
+    require_root_and_strongswan()
+    topo = lab.site_to_site(ipv6=False)
+    a, b = topo["a"], topo["b"]
+    ca = make_ca(lab.workdir / "pki")
+    peers = {}
+    for me, other in ((a, b), (b, a)):
+        mine = make_cert(lab.workdir / "pki", ca, f"{me.name}-gw", ips=[me.gw_wan_v4])
+        sw = lab.strongswan(me.gw)
+        sw.add_cert(ca.cert, "x509ca")
+        sw.add_cert(mine.key, "private")
+        conn, _ = psk_site_to_site(me, other, "unused")
+        conn.local = Auth("pubkey", id=me.gw_wan_v4, certs=[sw.add_cert(mine.cert)])
+        conn.remote = Auth("pubkey", id=other.gw_wan_v4)
+        sw.connections.append(conn)
+        peers[me.name] = sw.start()
+    peers["a"].initiate("net")
+    peers["b"].wait_established("b-a", "net")
+    peers["b"].wait_for_log(r"authentication of '192\.0\.2\.1' with ECDSA.* successful")
+    wait_ping(a.lan, b.lan_host_v4)
 
 
 def test_site_behind_nat(lab: Lab) -> None:
@@ -131,6 +162,15 @@ def test_interrupted_run_is_cleaned_up() -> None:
     finally:
         mine.delete()
         subprocess.run(["ip", "netns", "delete", stale], capture_output=True)
+
+
+@pytest.mark.parametrize("strict", ["", "1"])
+def test_require_policy_skips_or_fails(monkeypatch: pytest.MonkeyPatch, strict: str) -> None:
+    monkeypatch.setenv("GATEWAYD_REQUIRE_INTEROP", strict)
+    monkeypatch.setattr(requires, "root_problem", lambda: "pretend")
+    expected = pytest.fail.Exception if strict else pytest.skip.Exception
+    with pytest.raises(expected, match="needs root/strongSwan: pretend"):
+        requires.require_root_and_strongswan()
 
 
 def _zombie(pid: int) -> bool:
