@@ -239,6 +239,10 @@ class ControlServer:
             uid = _peer_uid(writer)
             if uid is not None and uid not in (0, os.geteuid()):
                 log.warning("control client refused", uid=uid)
+                # Take the request off the socket first: closing with unread data sends a
+                # reset, which can destroy our answer before the client reads it.
+                with contextlib.suppress(TimeoutError, ValueError, ConnectionError):
+                    await asyncio.wait_for(reader.readline(), 1.0)
                 writer.write(encode_response(False, "permission denied"))
                 await writer.drain()
                 return

@@ -78,9 +78,8 @@ def main() -> int:
                 print(f"{name}: IKE SA up {e.spi_i.hex()}_i {e.spi_r.hex()}_r {e.proposal}")
             elif isinstance(e, ev.ChildSaUp):
                 c = e.child
-                print(
-                    f"{name}: Child SA up spi_in={c.spi_in:08x} spi_out={c.spi_out:08x} {c.proposal}"
-                )
+                spis = f"spi_in={c.spi_in:08x} spi_out={c.spi_out:08x}"
+                print(f"{name}: Child SA up {spis} {c.proposal}")
     return 0 if a.state.value == b.state.value == "established" else 1
 
 

@@ -61,7 +61,7 @@ _RESTRICTED = {
     NameOID.EMAIL_ADDRESS: ("IA5String", frozenset(chr(c) for c in range(128))),
     NameOID.DOMAIN_COMPONENT: ("IA5String", frozenset(chr(c) for c in range(128))),
 }
-_DN_SPECIALS = set(',+="\\<>;#= ')
+_DN_SPECIALS = frozenset(',+="\\<>;# ')
 
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _DOTTED_OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]*))+\Z")

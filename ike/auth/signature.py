@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
@@ -27,7 +28,6 @@ from ike.errors import AuthenticationError, DecodeError
 from ike.payloads import AuthPayload
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 # -- a tiny DER encoder, only for the constant AlgorithmIdentifiers -----------------------
 
@@ -388,13 +388,14 @@ def scheme_of(auth: AuthPayload) -> tuple[SignatureScheme, bytes]:
 
 
 def verify(
-    public_key: PublicKey,
+    public_key: CertificatePublicKeyTypes,
     auth: AuthPayload,
     octets: bytes,
     allowed: Collection[SignatureScheme] | None = None,
 ) -> None:
     """Check the peer's signature AUTH payload over ``octets``; AuthenticationError if not
-    valid. ``allowed`` restricts the schemes we accept (e.g. to refuse SHA-1)."""
+    valid. Any certificate key type is taken: unsupported ones fail the scheme/key check.
+    ``allowed`` restricts the schemes we accept (e.g. to refuse SHA-1)."""
     scheme, sig = scheme_of(auth)
     if allowed is not None and scheme not in allowed:
         raise AuthenticationError(f"signature scheme {scheme.name} is not allowed")

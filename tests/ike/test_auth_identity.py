@@ -132,6 +132,8 @@ def test_parse_dn_multi_valued_rdn() -> None:
         ("=hub", "attribute without a key"),
         ("C=CHE,CN=x", "C='CHE'"),
         (r"CN=a\qb", "bad escape"),
+        ("DC=\u00e9", "not a valid IA5String"),
+        ("serialNumber=a@b", "not a valid PrintableString"),
     ],
 )
 def test_parse_bad_dn(text: str, reason: str) -> None:
@@ -308,3 +310,16 @@ def test_str_parse_round_trip_any_values(cn: str, org: str) -> None:
         name_der((NameOID.COMMON_NAME, cn), (NameOID.ORGANIZATION_NAME, org)),
     )
     assert Identity.parse(str(ident)).data == ident.data
+
+
+DN_PIECES = st.sampled_from([*'CNOU=,+\\ #@.:%a1-_"\u00e9\x00', "CN=", "O=", "DC=", "C=", "\\2C"])
+
+
+@given(st.one_of(st.text(max_size=40), st.lists(DN_PIECES, max_size=20).map("".join)))
+def test_parse_arbitrary_text_only_raises_value_error(text: str) -> None:
+    try:
+        ident = Identity.parse(text)
+    except ValueError:
+        return
+    str(ident)
+    assert ident.matches(ident)
