@@ -734,7 +734,8 @@ def _short(p: Payload) -> str:
     if isinstance(p, NotifyPayload):
         return f"N({_NOTIFY_SHORT.get(p.notify_type) or notify_name(p.notify_type)})"
     if isinstance(p, IdPayload | TsPayload):
-        return PayloadType(p.ptype).name
+        known = _PTYPES.get(p.ptype)
+        return known.name if known is not None else f"U({p.ptype})"
     if isinstance(p, DeletePayload):
         return "D" if p.protocol == ProtocolId.IKE else f"D({len(p.spis)})"
     if isinstance(p, CpPayload):

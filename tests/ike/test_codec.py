@@ -411,7 +411,10 @@ MALFORMED = {
     "sa bad marker": (P.SA, prop(more=1)),
     "sa proposal length short": (P.SA, prop(plen=7)),
     "sa proposal length overrun": (P.SA, prop(plen=40)),
-    "sa proposal overruns the datagram": (P.SA, prop(plen=40, ntrans=2)),
+    "sa proposal overruns the datagram": (
+        P.SA,
+        prop(plen=40, ntrans=2, xforms=struct.pack("!BBHBBH", 3, 0, 8, 4, 0, 19)),
+    ),
     "sa proposal truncated": (P.SA, prop()[:6]),
     "sa spi size 3": (P.SA, prop(spi=b"abc")),
     "sa spi larger than proposal": (P.SA, prop(spi=b"abcd", plen=10)),
@@ -515,6 +518,15 @@ def test_bad_generic_payload_length(first, length):
         decode(raw)  # the unpatched length is fine
     with pytest.raises(DecodeError):
         decode(_patch_payload_length(raw, 28, length))
+
+
+def test_overlapping_payload_headers():
+    # A length of 2 would make the next header start inside this one; the chain then
+    # still ends exactly at the datagram end, so only the "length >= 4" rule catches it.
+    raw = wire() + bytes([P.VENDOR, 0, 0, 2, 0, 4])
+    raw = raw[:16] + bytes([P.VENDOR]) + raw[17:24] + struct.pack("!I", len(raw)) + raw[28:]
+    with pytest.raises(DecodeError):
+        decode(raw)
 
 
 def test_chain_and_buffer_must_agree():
