@@ -23,7 +23,7 @@ from ike.session import child as child_ex
 from ike.session import events as ev
 from ike.session.config import SessionConfig
 from ike.session.init import certreq_payloads
-from ike.session.session import State, Task
+from ike.session.session import State, Task, error_notify
 from ike.session.state import IkeSa
 
 if TYPE_CHECKING:
@@ -119,14 +119,8 @@ class AuthTask(Task):
             return
         id_p = msg.get(IdPayload, PayloadType.IDr)
         if id_p is None:
-            errors = [
-                NotifyType(n.notify_type).name
-                for n in msg.notifies()
-                if n.notify_type in NotifyType._value2member_map_ and n.notify_type < 16384
-            ]
-            _auth_failed(
-                s, f"IKE_AUTH response without IDr ({', '.join(errors) or 'no reason'})", now
-            )
+            reason = error_notify(msg) or "no reason"
+            _auth_failed(s, f"IKE_AUTH response without IDr ({reason})", now)
             return
         assert sa.keys is not None
         octets = signed_octets(s.init.response, sa.ni, sa.keys.prf, sa.keys.sk_p_peer, id_p.body())

@@ -37,13 +37,12 @@ from ike.payloads import (
 from ike.session import events as ev
 from ike.session import ts as tsmod
 from ike.session.config import ChildConfig
-from ike.session.session import State, Task
+from ike.session.session import NONCE_LEN, State, Task, error_notify
 from ike.session.state import ChildSa, ChildState, EspSuite, IkeSa
 
 if TYPE_CHECKING:
     from ike.session.session import IkeSession
 
-NONCE_LEN = 32
 TEMPORARY_FAILURE_RETRY = (2.0, 10.0)  # random delay before retrying a refused exchange
 
 
@@ -181,16 +180,6 @@ def make_child(
     return child, info
 
 
-def _error_name(msg: Message) -> str | None:
-    for n in msg.notifies():
-        if n.notify_type < 16384:
-            try:
-                return NotifyType(n.notify_type).name
-            except ValueError:
-                return f"error {n.notify_type}"
-    return None
-
-
 def finish_request(
     s: IkeSession,
     sa: IkeSa,
@@ -202,7 +191,7 @@ def finish_request(
     now: float,
 ) -> tuple[ChildSa, ev.ChildSaInfo] | None:
     """Check the responder's answer to our child request; emits ChildSaUp unless rekeying."""
-    error = _error_name(msg)
+    error = error_notify(msg)
     sa_p = msg.get(SaPayload)
     tsi = msg.get(TsPayload, PayloadType.TSi)
     tsr = msg.get(TsPayload, PayloadType.TSr)
@@ -394,7 +383,7 @@ def respond(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]
     pending = sa.pending.task if sa.pending is not None else None
     sa_p = msg.get(SaPayload)
     nonce_p = msg.get(NoncePayload)
-    if sa_p is None or nonce_p is None or not 16 <= len(nonce_p.nonce) <= 256:
+    if sa_p is None or nonce_p is None:
         return [NotifyPayload(NotifyType.INVALID_SYNTAX)]
     tsi = msg.get(TsPayload, PayloadType.TSi)
     tsr = msg.get(TsPayload, PayloadType.TSr)
@@ -466,8 +455,8 @@ class CreateChildTask(Task):
         nonce_p = msg.get(NoncePayload)
         ke_p = msg.get(KePayload)
         shared = None
-        if _error_name(msg) is None:
-            if nonce_p is None or not 16 <= len(nonce_p.nonce) <= 256:
+        if error_notify(msg) is None:
+            if nonce_p is None:
                 s.emit(
                     ev.ChildSaFailed(
                         self.cfg.name, "CREATE_CHILD_SA response without a valid nonce"

@@ -25,13 +25,11 @@ from ike.payloads import (
 )
 from ike.session import events as ev
 from ike.session.init import numbered
-from ike.session.session import State, Task
+from ike.session.session import NONCE_LEN, State, Task, error_notify
 from ike.session.state import ChildState, IkeSa, IkeSaKeys, IkeSuite
 
 if TYPE_CHECKING:
     from ike.session.session import IkeSession
-
-NONCE_LEN = 32
 
 
 def _derive(
@@ -136,7 +134,7 @@ class RekeyIkeTask(Task):
 
     def _new_sa(self, s: IkeSession, sa: IkeSa, msg: Message) -> IkeSa | None:
         sa_p, nonce_p, ke_p = msg.get(SaPayload), msg.get(NoncePayload), msg.get(KePayload)
-        error = next((n.notify_type for n in msg.notifies() if n.notify_type < 16384), None)
+        error = error_notify(msg)
         if error is not None or sa_p is None or nonce_p is None or ke_p is None:
             s.emit(
                 ev.NegotiationFailed(
@@ -148,8 +146,8 @@ class RekeyIkeTask(Task):
         if chosen is None or not check_choice(chosen, self.proposals) or len(chosen.spi) != 8:
             s.emit(ev.NegotiationFailed("IKE SA rekey: peer chose a proposal we did not offer"))
             return None
-        if ke_p.group != self.ke.group or not 16 <= len(nonce_p.nonce) <= 256:
-            s.emit(ev.NegotiationFailed("IKE SA rekey: KE group or nonce invalid"))
+        if ke_p.group != self.ke.group:
+            s.emit(ev.NegotiationFailed("IKE SA rekey: KE group does not match ours"))
             return None
         try:
             shared = self.ke.finish(ke_p.data)

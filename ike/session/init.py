@@ -29,14 +29,12 @@ from ike.payloads import (
     SaPayload,
 )
 from ike.session import events as ev
-from ike.session.session import Datagram, State, Task
+from ike.session.session import NONCE_LEN, Datagram, State, Task, error_notify
 from ike.session.state import IkeSa, IkeSaKeys, IkeSuite, ResponseCache
 
 if TYPE_CHECKING:
     from ike.session.session import IkeSession
 
-NONCE_LEN = 32
-MIN_NONCE, MAX_NONCE = 16, 256
 ZERO_SPI = bytes(8)
 
 
@@ -194,14 +192,9 @@ class InitTask(Task):
                 return
             self._retry(s, sa, now, "INVALID_KE_PAYLOAD", group=group)
             return
-        error = next((n for n in msg.notifies() if n.notify_type < 16384), None)
+        error = error_notify(msg)
         if error is not None:
-            name = (
-                NotifyType(error.notify_type).name
-                if error.notify_type in NotifyType._value2member_map_
-                else str(error.notify_type)
-            )
-            fail(s, f"peer answered {name}; our offers: {offers(s.config.ike_proposals)}", now)
+            fail(s, f"peer answered {error}; our offers: {offers(s.config.ike_proposals)}", now)
             return
         sa_p = msg.get(SaPayload)
         ke_p = msg.get(KePayload)
@@ -218,9 +211,6 @@ class InitTask(Task):
         suite = IkeSuite.from_proposal(chosen)
         if ke_p.group != suite.ke_group or ke_p.group != st.group:
             fail(s, f"KE group {ke_p.group} does not match the chosen proposal", now)
-            return
-        if not MIN_NONCE <= len(nonce_p.nonce) <= MAX_NONCE:
-            fail(s, "bad nonce length", now)
             return
         try:
             shared = st.ke.finish(ke_p.data)
@@ -332,14 +322,9 @@ def respond_init(
         s.close("unsupported critical payload", now)
         return
     sa_p, ke_p, nonce_p = msg.get(SaPayload), msg.get(KePayload), msg.get(NoncePayload)
-    if (
-        sa_p is None
-        or ke_p is None
-        or nonce_p is None
-        or not MIN_NONCE <= len(nonce_p.nonce) <= MAX_NONCE
-    ):
+    if sa_p is None or ke_p is None or nonce_p is None:
         _answer(s, hdr, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
-        s.close("IKE_SA_INIT without SA, KE or a valid nonce", now)
+        s.close("IKE_SA_INIT without SA, KE or Nonce", now)
         return
     chosen = select_proposal(sa_p.proposals, numbered(s.config.ike_proposals))
     if chosen is None:

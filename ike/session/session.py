@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ike.codec import Header, decode_header, encode_protected, open_protected, unsupported_critical
-from ike.constants import ExchangeType, HeaderFlag, NotifyType, PayloadType
+from ike.constants import ExchangeType, HeaderFlag, NotifyType, PayloadType, notify_name
 from ike.crypto.base import KeyExchangeFactory, RandomSource
 from ike.crypto.ke import new_key_exchange
 from ike.errors import CryptoError, DecodeError, IkeError
@@ -91,6 +91,17 @@ class Delayed:
 
     at: float
     task: Task
+
+
+NONCE_LEN = 32  # bytes of every nonce we send; the codec bounds received ones (16..256)
+
+
+def error_notify(msg: Message) -> str | None:
+    """Name of the first error notify (type < 16384) in a message, or None."""
+    for n in msg.notifies():
+        if n.notify_type < 16384:
+            return notify_name(n.notify_type)
+    return None
 
 
 def _digest(data: bytes) -> bytes:
