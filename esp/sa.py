@@ -328,6 +328,7 @@ class OutboundSa:
         "selector_drops",
         "selectors",
         "spi",
+        "transport",
     )
 
     def __init__(
@@ -337,6 +338,7 @@ class OutboundSa:
         *,
         last_seq: int = 0,
         iv_source: IvSource | None = None,
+        transport: object = None,
     ) -> None:
         """last_seq: the sequence number last sent (0 for a new SA; RFC 6311 resumes).
 
@@ -350,6 +352,7 @@ class OutboundSa:
         self.packets = 0
         self.bytes = 0  # inner bytes
         self.selector_drops = 0
+        self.transport = transport  # opaque here: where the packet loop sends sealed packets
         self._seq_max = MAX_SEQ if params.esn else MAX_SEQ_32
         if not 0 <= last_seq <= self._seq_max:
             raise ValueError("last_seq out of range")

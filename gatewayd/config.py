@@ -347,6 +347,7 @@ class Site(BaseModel):
     dpd_interval: Annotated[int, Strict(), Field(ge=1)] | None = None
     replay_window: ReplayWindow | None = None
     fragment_size: FragmentSize | None = None
+    encapsulation: Literal["auto", "udp"] = "auto"
 
     @property
     def any_address(self) -> bool:

@@ -54,6 +54,7 @@ class SessionConfig:
     retransmit: RetransmitPolicy = field(default_factory=RetransmitPolicy)
     fragment_size: int = 1280  # fragment our protected messages above this (RFC 7383)
     nat_t_port: int = 4500
+    force_udp_encap: bool = False  # carry ESP in UDP even without a NAT (fake NAT-D)
     initial_contact: bool = True
     max_init_retries: int = 5  # INVALID_KE and COOKIE rounds before giving up
 

@@ -1,0 +1,509 @@
+"""`gatewayd run`: the gateway process.
+
+The asyncio loop is the control plane: IKE sessions (one per site, plus responders being
+set up), their timers, the control socket, signals and housekeeping. The packet loops
+run in their own threads (esp.datapath) and see the control plane's work only through
+the SA table and the route table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+from esp.datapath import DataPath
+from esp.route_table import RouteTable
+from esp.sadb import SaDatabase
+from esp.tun import TunDevice, TunError
+from gatewayd import systemd
+from gatewayd.config import Config, ConfigError, load_config
+from gatewayd.control import ControlError, ControlServer
+from gatewayd.ikeconf import Credentials, session_config
+from gatewayd.kernel import KernelRoutes
+from gatewayd.logging import configure_logging, get_logger
+from gatewayd.netio import EndpointError, Endpoints, open_endpoints
+from gatewayd.site import SiteRunner
+from gatewayd.status import gateway_status, routes_status
+from ike.dispatcher import Dispatcher
+from ike.session import IkeSession
+from ike.session.events import AuthFailed, NegotiationFailed
+from ike.session.session import Datagram, State
+
+NON_ESP_MARKER = b"\x00\x00\x00\x00"
+IKE_INBOX_LIMIT = 4096  # IKE messages queued from the data-path thread; beyond: dropped
+IKE_DRAIN_BATCH = 256
+HOUSEKEEPING_INTERVAL = 1.0
+SHUTDOWN_GRACE = 3.0  # seconds to let DELETEs be answered at SIGTERM
+
+log = get_logger(component="gateway")
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message is the one line the operator sees."""
+
+
+class GatewayDaemon:
+    def __init__(self, config: Config, config_path: str) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.gateway = config.gateway
+        self.started_mono = time.monotonic()
+        self.stopping = False
+        self.sadb = SaDatabase()
+        self.routes: RouteTable[Any] = RouteTable()
+        self.sites: dict[str, SiteRunner] = {}
+        self.sessions: dict[IkeSession, SiteRunner | None] = {}
+        self.dispatcher = Dispatcher(self._new_responder)
+        self.creds = Credentials()
+        self.ike_drops = 0
+        self._timers: dict[IkeSession, asyncio.TimerHandle] = {}
+        self._inbox: deque[tuple[bytes, Any, int]] = deque()
+        self._inbox_scheduled = False
+        self._rx_port = self.gateway.ike_port
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.loop = asyncio.get_running_loop()
+        self.tun: TunDevice | None = None
+        self.endpoints: Endpoints | None = None  # type: ignore[assignment]
+        self.kernel: KernelRoutes | None = None  # type: ignore[assignment]
+        self.datapath: DataPath | None = None
+        self.control: ControlServer | None = None
+
+    # ================================================================== lifecycle
+
+    async def start(self) -> None:
+        gw = self.gateway
+        try:
+            self.creds = Credentials.load(gw)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot load credentials: {exc}") from None
+        try:
+            self.endpoints = open_endpoints(str(gw.address), gw.ike_port, gw.nat_t_port)
+        except EndpointError as exc:
+            raise StartupError(str(exc.strerror or exc)) from None
+        try:
+            self.tun = TunDevice.open(gw.interface, gw.mtu)
+        except (TunError, OSError) as exc:
+            raise StartupError(f"cannot open TUN device {gw.interface}: {exc}") from None
+        self.kernel = KernelRoutes(gw.interface, source_networks=gw.networks)
+        try:
+            self.kernel.install_rules()
+            self.kernel.flush()  # routes left by a previous run that crashed
+        except OSError as exc:
+            raise StartupError(f"cannot install routing rules: {exc}") from None
+        self.datapath = DataPath(
+            self.tun,
+            self.sadb,
+            self.routes,
+            udp_sock=self.endpoints.nat_t,
+            raw_sock=self.endpoints.esp,
+            deliver_ike=self._deliver_from_thread,
+        )
+        self.datapath.start()
+        self.loop.add_reader(self.endpoints.ike.fileno(), self._read_ike_port)
+        self.control = ControlServer(gw.control_socket, self._handle_control)
+        try:
+            await self.control.start()
+        except OSError as exc:
+            raise StartupError(f"cannot open control socket {gw.control_socket}: {exc}") from None
+        for site in self.config.sites:
+            self._add_site(self.config, site)
+        for runner in self.sites.values():
+            runner.start()
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+        self._tasks.append(asyncio.create_task(systemd.watchdog_loop()))
+        for sig, handler in (
+            (signal.SIGTERM, self.request_stop),
+            (signal.SIGINT, self.request_stop),
+            (signal.SIGHUP, self._on_sighup),
+        ):
+            self.loop.add_signal_handler(sig, handler)
+        systemd.ready(f"{len(self.sites)} sites")
+        log.info(
+            "gateway ready",
+            gateway=gw.name,
+            address=str(gw.address),
+            interface=self.tun.name,
+            sites=len(self.sites),
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.start()
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        systemd.stopping()
+        log.info("gateway stopping", sessions=len(self.sessions))
+        for runner in self.sites.values():
+            runner.delete_all("gateway stopping")
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while time.monotonic() < deadline and any(
+            s.state is not State.CLOSED for s in self.sessions
+        ):
+            await asyncio.sleep(0.05)
+        for s in list(self.sessions):
+            s.close("gateway stopped", time.time())
+            self.service(s)
+        await self.close()
+        log.info("gateway stopped")
+
+    async def close(self) -> None:
+        """Release everything start() took, whatever state it got to."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self.endpoints is not None:
+            with contextlib.suppress(Exception):
+                self.loop.remove_reader(self.endpoints.ike.fileno())
+        if self.tun is not None:
+            self.tun.shutdown()
+        if self.datapath is not None:
+            self.datapath.stop()
+        if self.kernel is not None:
+            with contextlib.suppress(Exception):
+                self.kernel.flush()
+            with contextlib.suppress(Exception):
+                self.kernel.remove_rules()
+            self.kernel.close()
+        if self.tun is not None:
+            self.tun.close()
+        if self.control is not None:
+            await self.control.close()
+        if self.endpoints is not None:
+            self.endpoints.close()
+
+    # ================================================================== sites
+
+    def _add_site(self, config: Config, site: Any) -> SiteRunner:
+        runner = SiteRunner(
+            self, site, session_config(config, site, self.creds), config.site_fingerprint(site)
+        )
+        self.sites[site.name] = runner
+        return runner
+
+    def adopt(self, session: IkeSession, site: SiteRunner | None) -> None:
+        self.sessions[session] = site
+        if site is not None and session not in site.sessions:
+            site.sessions.append(session)
+
+    def _site_for_config(self, name: str) -> SiteRunner | None:
+        return self.sites.get(name)
+
+    # ================================================================== IKE in/out
+
+    def _deliver_from_thread(self, data: bytes, addr: Any, port: int) -> None:
+        """Called by the inbound packet thread for IKE on port 4500: queue, bounded."""
+        if len(self._inbox) >= IKE_INBOX_LIMIT:
+            self.ike_drops += 1
+            return
+        self._inbox.append((data, addr, port))
+        if not self._inbox_scheduled:
+            self._inbox_scheduled = True
+            self.loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        self._inbox_scheduled = False
+        for _ in range(len(self._inbox)):
+            data, addr, port = self._inbox.popleft()
+            self._receive_ike(data, addr, port)
+
+    def _read_ike_port(self) -> None:
+        assert self.endpoints is not None
+        sock = self.endpoints.ike
+        for _ in range(IKE_DRAIN_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            self._receive_ike(data, addr, self.gateway.ike_port)
+
+    def _receive_ike(self, data: bytes, addr: Any, port: int) -> None:
+        peer = (addr[0], addr[1])
+        self._rx_port = port
+        try:
+            session = self.dispatcher.receive(data, peer, time.time())
+        except Exception:  # the engine must never take the daemon down
+            self.ike_drops += 1
+            log.exception("ike receive failed", remote=peer[0])
+            return
+        self._send_replies()
+        if session is not None:
+            if session not in self.sessions:
+                self.adopt(session, None)
+            self.service(session)
+
+    def _send_replies(self) -> None:
+        replies, self.dispatcher.replies = self.dispatcher.replies, []
+        for d in replies:
+            self._send(d)
+
+    def _send(self, d: Datagram) -> None:
+        assert self.endpoints is not None
+        try:
+            if d.local_port == self.gateway.nat_t_port:
+                self.endpoints.nat_t.sendto(NON_ESP_MARKER + d.data, d.remote)
+            else:
+                self.endpoints.ike.sendto(d.data, d.remote)
+        except OSError as exc:
+            log.debug("ike send failed", remote=d.remote[0], error=str(exc))
+
+    def _new_responder(self, _local: Any, remote: Any, now: float) -> IkeSession | None:
+        """A peer starts an IKE SA: find the sites it may be, or refuse (None)."""
+        ip = remote[0]
+        candidates = [r for r in self.sites.values() if r.accepts_from(ip)]
+        if not candidates:
+            log.info("ike_sa_refused", remote=ip, reason="no site accepts this address")
+            return None
+        exact = [r for r in candidates if not r.site.any_address]
+        first = (exact or candidates)[0]
+        cfg = first.session_config
+        if len(candidates) > 1:
+            # Until IKE_AUTH names the peer, accept any candidate's IKE proposals.
+            proposals = [p for r in candidates for p in r.session_config.ike_proposals]
+            cfg = replace(cfg, ike_proposals=proposals)
+
+        def resolve(identity: Any, _wanted: Any) -> Any:
+            for r in candidates:
+                if r.accepts_from(ip) and r.session_config.remote_id.matches(identity):
+                    return r.session_config
+            return None
+
+        gw = self.gateway
+        return IkeSession(
+            cfg,
+            initiator=False,
+            local_addr=(str(gw.address), self._rx_port),
+            remote_addr=(remote[0], remote[1]),
+            now=now,
+            config_resolver=resolve,
+        )
+
+    # ================================================================== sessions
+
+    def service(self, s: IkeSession) -> None:
+        """After anything touched a session: send, handle events, re-arm its timer."""
+        for _ in range(64):  # event handlers may act on the session again; bounded
+            datagrams = s.datagrams_to_send()
+            events = []
+            while (e := s.next_event()) is not None:
+                events.append(e)
+            if not datagrams and not events:
+                break
+            for d in datagrams:
+                self._send(d)
+            for e in events:
+                self._on_event(s, e)
+        self.dispatcher.after(s)
+        if s.state is State.CLOSED:
+            self._closed(s)
+        else:
+            self._arm_timer(s)
+
+    def _on_event(self, s: IkeSession, e: Any) -> None:
+        runner = self.sessions.get(s)
+        if runner is None:
+            runner = self.sites.get(s.config.name) if s.state is State.ESTABLISHED else None
+            if runner is not None:
+                self.adopt(s, runner)
+        if runner is not None:
+            runner.on_event(s, e)
+        elif isinstance(e, AuthFailed | NegotiationFailed) and s.config.name in self.sites:
+            # A responder that failed before the peer was adopted: report it on the site
+            # it was negotiating as (its address or identity picked it).
+            self.sites[s.config.name].on_event(s, e)
+        else:
+            reason = getattr(e, "reason", "")
+            log.info(type(e).__name__, remote=s.remote_addr[0], reason=reason)
+
+    def _closed(self, s: IkeSession) -> None:
+        handle = self._timers.pop(s, None)
+        if handle is not None:
+            handle.cancel()
+        self.ike_drops += sum(s.drops.values())
+        runner = self.sessions.pop(s, None)
+        if runner is not None:
+            runner.on_closed(s)
+
+    def _arm_timer(self, s: IkeSession) -> None:
+        handle = self._timers.pop(s, None)
+        if handle is not None:
+            handle.cancel()
+        at = s.get_timer()
+        if at is None:
+            return
+        delay = max(0.0, at - time.time())
+        self._timers[s] = self.loop.call_later(delay, self._on_timer, s)
+
+    def _on_timer(self, s: IkeSession) -> None:
+        self._timers.pop(s, None)
+        try:
+            s.handle_timer(time.time())
+        except Exception:
+            log.exception("session timer failed", site=s.config.name)
+            s.close("internal error", time.time())
+        self.service(s)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            now = time.time()
+            for runner in list(self.sites.values()):
+                try:
+                    runner.housekeeping(now)
+                except Exception:
+                    log.exception("housekeeping failed", site=runner.name)
+
+    # ================================================================== reload
+
+    def _on_sighup(self) -> None:
+        try:
+            result = self.reload()
+        except ControlError as exc:
+            log.error("config reload failed", error=str(exc))
+        else:
+            log.info("config reloaded", **result)
+
+    def reload(self) -> dict[str, list[str]]:
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            lines = "\n".join(exc.lines())
+            raise ControlError("config invalid; nothing changed:\n" + lines) from None
+        except OSError as exc:
+            raise ControlError(f"cannot read {self.config_path}: {exc}") from None
+        fixed = ("address", "interface", "mtu", "ike_port", "nat_t_port", "control_socket")
+        changed_fixed = [k for k in fixed if getattr(new.gateway, k) != getattr(self.gateway, k)]
+        if changed_fixed:
+            raise ControlError(
+                "these [gateway] settings need a restart: " + ", ".join(changed_fixed)
+            )
+        try:
+            creds = Credentials.load(new.gateway)
+        except (OSError, ValueError) as exc:
+            raise ControlError(f"cannot load credentials: {exc}") from None
+        old_names = set(self.sites)
+        new_names = [s.name for s in new.sites]
+        result: dict[str, list[str]] = {"added": [], "removed": [], "changed": [], "unchanged": []}
+        for name in old_names - set(new_names):
+            self.sites.pop(name).remove()
+            result["removed"].append(name)
+            log.info("site removed", site=name)
+        self.creds = creds
+        for site in new.sites:
+            runner = self.sites.get(site.name)
+            fingerprint = new.site_fingerprint(site)
+            if runner is not None and runner.fingerprint == fingerprint:
+                runner.site = site
+                runner.session_config = session_config(new, site, creds)
+                result["unchanged"].append(site.name)
+                continue
+            if runner is not None:
+                self.sites.pop(site.name).remove()
+                result["changed"].append(site.name)
+            else:
+                result["added"].append(site.name)
+                log.info("site added", site=site.name)
+            self._add_site(new, site).start()
+        self.config = new
+        self.gateway = new.gateway
+        return result
+
+    # ================================================================== control
+
+    async def _handle_control(self, cmd: str, args: dict[str, Any]) -> Any:
+        if cmd == "status":
+            return gateway_status(self)
+        if cmd == "routes":
+            return routes_status(self.routes)
+        if cmd == "reload":
+            return self.reload()
+        runner = self.sites.get(str(args.get("site", "")))
+        if runner is None:
+            raise ControlError(f"no site named {args.get('site')!r}")
+        if cmd == "up":
+            if not runner.initiates:
+                runner.admin_down = False
+                return {
+                    "site": runner.name,
+                    "state": runner.state,
+                    "note": "this site does not initiate; waiting for the peer",
+                }
+            runner.up()
+            await self._wait_for(runner, "established", float(args.get("timeout", 10)))
+            return {"site": runner.name, "state": runner.state, "reason": runner.reason}
+        if cmd == "down":
+            runner.down()
+            await self._wait_for(runner, "down", 5.0)
+            return {"site": runner.name, "state": runner.state}
+        if cmd == "rekey":
+            count = runner.rekey(bool(args.get("ike")))
+            if count == 0:
+                raise ControlError(f"site {runner.name} has no established SA to rekey")
+            return {
+                "site": runner.name,
+                "rekeying": "ike" if args.get("ike") else "child",
+                "count": count,
+            }
+        raise ControlError(f"unknown command {cmd!r}")
+
+    @staticmethod
+    async def _wait_for(runner: SiteRunner, state: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while runner.state != state and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
+# ====================================================================== entry point
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise StartupError("invalid config: " + "; ".join(exc.lines())) from None
+    except OSError as exc:
+        raise StartupError(f"cannot read config {path}: {exc.strerror or exc}") from None
+
+
+async def _main(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    daemon = GatewayDaemon(config, args.config)
+    try:
+        await daemon.run()
+    except StartupError:
+        await daemon.close()
+        raise
+    return 0
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, args.log_level, getattr(args, "debug_keys", False))
+    try:
+        return asyncio.run(_main(args))
+    except StartupError as exc:
+        print(f"gatewayd: {exc}", file=sys.stderr)
+        log.error("gateway failed to start", error=str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
