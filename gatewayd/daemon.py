@@ -92,7 +92,14 @@ class GatewayDaemon:
             self.tun = TunDevice.open(gw.interface, gw.mtu)
         except (TunError, OSError) as exc:
             raise StartupError(f"cannot open TUN device {gw.interface}: {exc}") from None
-        self.kernel = KernelRoutes(gw.interface, source_networks=gw.networks)
+        # A site reached by a default route (0/0) would capture the host's own LAN traffic
+        # too; then the main table's specific routes must win over the tunnel table.
+        default_route_site = any(n.prefixlen == 0 for s in self.config.sites for n in s.networks)
+        self.kernel = KernelRoutes(
+            gw.interface,
+            source_networks=gw.networks,
+            suppress_main_default=default_route_site,
+        )
         try:
             self.kernel.install_rules()
             self.kernel.flush()  # routes left by a previous run that crashed
@@ -450,7 +457,7 @@ class GatewayDaemon:
                     "note": "this site does not initiate; waiting for the peer",
                 }
             runner.up()
-            await self._wait_for(runner, "established", float(args.get("timeout", 10)))
+            await self._wait_for(runner, "established", float(args.get("timeout", 8)))
             return {"site": runner.name, "state": runner.state, "reason": runner.reason}
         if cmd == "down":
             runner.down()

@@ -96,7 +96,7 @@ class SiteRunner:
 
     def accepts_from(self, ip: str) -> bool:
         """May a peer at ``ip`` start an IKE SA for this site?"""
-        if not self.responds or self.admin_down or self.removing:
+        if not self.responds or self.admin_down or self.removing or self.gw.stopping:
             return False
         return self.site.any_address or ipaddress.ip_address(ip) == self.site.address
 

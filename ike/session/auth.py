@@ -99,7 +99,7 @@ class AuthTask(Task):
         cfg = s.config
         idi = cfg.local_id.to_payload(PayloadType.IDi)
         payloads: list[Payload] = [idi, *_our_credentials(s)]
-        if cfg.initial_contact:
+        if cfg.initial_contact and (s.other_sas is None or not s.other_sas()):
             payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
         payloads += certreq_payloads(s)
         if not cfg.remote_id.is_any:

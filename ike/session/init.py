@@ -15,8 +15,9 @@ from ike.constants import (
     NotifyType,
     TransformType,
 )
-from ike.crypto.keymat import derive_ike_keys, key_lengths
+from ike.crypto.keymat import derive_ike_keys
 from ike.crypto.proposals import check_choice, describe, select_proposal
+from ike.crypto.suite import IkeSuite
 from ike.errors import CryptoError, DecodeError, ProposalError
 from ike.payloads import (
     CertReqPayload,
@@ -30,7 +31,7 @@ from ike.payloads import (
 )
 from ike.session import events as ev
 from ike.session.session import NONCE_LEN, Datagram, State, Task, error_notify
-from ike.session.state import IkeSa, IkeSaKeys, IkeSuite, ResponseCache
+from ike.session.state import IkeSa, IkeSaKeys, ResponseCache
 
 if TYPE_CHECKING:
     from ike.session.session import IkeSession
@@ -86,6 +87,19 @@ def detect_nat(
         s.nat_remote = nat_hash(spi_i, spi_r, peer) not in src
     if dst:
         s.nat_local = nat_hash(spi_i, spi_r, s.local_addr) not in dst
+    if s.config.force_udp_encap:
+        s.nat_local = True
+
+
+def our_nat_notifies(
+    s: IkeSession, spi_i: bytes, spi_r: bytes, src: tuple[str, int], dst: tuple[str, int]
+) -> list[Payload]:
+    """NAT detection notifies; with force_udp_encap the source hash is random, so both
+    sides see a NAT in front of us and carry ESP in UDP (RFC 7296 §2.23 allows this)."""
+    notes = nat_notifies(spi_i, spi_r, src, dst)
+    if s.config.force_udp_encap:
+        notes[0] = NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, s.rng(20))
+    return notes
 
 
 def capability_notifies(s: IkeSession) -> list[Payload]:
@@ -123,11 +137,9 @@ def install_ike_keys(
     s: IkeSession, sa: IkeSa, chosen: Proposal, shared: bytes, we_initiated: bool
 ) -> None:
     suite = IkeSuite.from_proposal(chosen)
-    from ike.crypto.prf import get_prf
-
-    encr_len, integ_len = key_lengths(suite.encr_id, suite.key_bits, suite.integ_id)
+    encr_len, integ_len = suite.key_lengths
     _, keys = derive_ike_keys(
-        get_prf(suite.prf_id), encr_len, integ_len, shared, sa.ni, sa.nr, sa.spi_i, sa.spi_r
+        suite.prf, encr_len, integ_len, shared, sa.ni, sa.nr, sa.spi_i, sa.spi_r
     )
     sa.keys = IkeSaKeys(suite, keys, we_initiated, s.rng)
     sa.proposal = chosen
@@ -169,7 +181,7 @@ class InitTask(Task):
             SaPayload(numbered(s.config.ike_proposals)),
             KePayload(st.group, st.ke.public_bytes()),
             NoncePayload(st.nonce),
-            *nat_notifies(sa.spi_i, ZERO_SPI, s.local_addr, s.remote_addr),
+            *our_nat_notifies(s, sa.spi_i, ZERO_SPI, s.local_addr, s.remote_addr),
             *capability_notifies(s),
         ]
         sa.next_request_id = 0
@@ -365,7 +377,7 @@ def respond_init(
         SaPayload([Proposal(chosen.num, chosen.protocol, b"", list(chosen.transforms))]),
         KePayload(suite.ke_group, ke_data),
         NoncePayload(sa.nr),
-        *nat_notifies(sa.spi_i, sa.spi_r, s.local_addr, addr),
+        *our_nat_notifies(s, sa.spi_i, sa.spi_r, s.local_addr, addr),
         *capability_notifies(s),
         *certreq_payloads(s),
     ]

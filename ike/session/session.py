@@ -161,6 +161,9 @@ class IkeSession:
         self.close_reason = ""
         self.post_response: list[Callable[[float], None]] = []  # run once a response is sent
         self.ike_collision: Any = None  # a peer's IKE rekey that crossed ours
+        # Asked when IKE_AUTH is built: does the owner hold other IKE SAs with this peer?
+        # If so we must not send INITIAL_CONTACT (RFC 7296 §2.4), or the peer drops them.
+        self.other_sas: Callable[[], bool] | None = None
 
     # ----------------------------------------------------------------- commands
 
