@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -67,6 +68,7 @@ class GatewayDaemon:
         self._inbox: deque[tuple[bytes, Any, int]] = deque()
         self._inbox_scheduled = False
         self._rx_port = self.gateway.ike_port
+        self._recent_spis: deque[int] = deque(maxlen=4096)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.loop = asyncio.get_running_loop()
@@ -304,9 +306,18 @@ class GatewayDaemon:
             remote_addr=(remote[0], remote[1]),
             now=now,
             config_resolver=resolve,
+            spi_alloc=self.alloc_spi,
         )
 
     # ================================================================== sessions
+
+    def alloc_spi(self) -> int:
+        """A random inbound ESP SPI that no installed or recently offered SA uses."""
+        while True:
+            spi = int.from_bytes(os.urandom(4), "big")
+            if spi > 255 and self.sadb.inbound(spi) is None and spi not in self._recent_spis:
+                self._recent_spis.append(spi)
+                return spi
 
     def service(self, s: IkeSession) -> None:
         """After anything touched a session: send, handle events, re-arm its timer."""
@@ -320,7 +331,12 @@ class GatewayDaemon:
             for d in datagrams:
                 self._send(d)
             for e in events:
-                self._on_event(s, e)
+                try:
+                    self._on_event(s, e)
+                except Exception:  # one bad event must not cost other tunnels anything
+                    log.exception(
+                        "event handling failed", site=s.config.name, event=type(e).__name__
+                    )
         self.dispatcher.after(s)
         if s.state is State.CLOSED:
             self._closed(s)

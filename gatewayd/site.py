@@ -45,6 +45,7 @@ class Services(Protocol):
     stopping: bool
 
     def service(self, session: IkeSession) -> None: ...
+    def alloc_spi(self) -> int: ...
     def adopt(self, session: IkeSession, site: SiteRunner) -> None: ...
 
 
@@ -121,6 +122,7 @@ class SiteRunner:
             local_addr=(str(gwc.address), gwc.ike_port),
             remote_addr=(str(self.site.address), gwc.ike_port),
             now=now,
+            spi_alloc=self.gw.alloc_spi,
         )
         session.other_sas = lambda: any(
             o is not session and o.state is State.ESTABLISHED for o in self.sessions
