@@ -282,7 +282,9 @@ class GatewayDaemon:
         ip = remote[0]
         candidates = [r for r in self.sites.values() if r.accepts_from(ip)]
         if not candidates:
-            log.info("ike_sa_refused", remote=ip, reason="no site accepts this address")
+            held = [r.name for r in self.sites.values() if r.admin_down and r.matches_address(ip)]
+            why = f"site {held[0]} is down by operator" if held else "no site has this address"
+            log.info("ike_sa_refused", remote=ip, reason=why)
             return None
         exact = [r for r in candidates if not r.site.any_address]
         first = (exact or candidates)[0]
@@ -401,11 +403,9 @@ class GatewayDaemon:
 
     def _on_sighup(self) -> None:
         try:
-            result = self.reload()
+            self.reload()
         except ControlError as exc:
             log.error("config reload failed", error=str(exc))
-        else:
-            log.info("config reloaded", **result)
 
     def reload(self) -> dict[str, list[str]]:
         try:
@@ -450,6 +450,7 @@ class GatewayDaemon:
             self._add_site(new, site).start()
         self.config = new
         self.gateway = new.gateway
+        log.info("config reloaded", **result)
         return result
 
     # ================================================================== control

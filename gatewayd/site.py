@@ -99,6 +99,9 @@ class SiteRunner:
         """May a peer at ``ip`` start an IKE SA for this site?"""
         if not self.responds or self.admin_down or self.removing or self.gw.stopping:
             return False
+        return self.matches_address(ip)
+
+    def matches_address(self, ip: str) -> bool:
         return self.site.any_address or ipaddress.ip_address(ip) == self.site.address
 
     # ------------------------------------------------------------------ commands
@@ -254,8 +257,8 @@ class SiteRunner:
             "child_sa_down", spi_in=_hex(e.spi_in), spi_out=_hex(e.spi_out), reason=e.reason
         )
         if rec is not None:
+            self._refresh(rec.key)  # the successor takes over first: no gap in outbound
             self._uninstall(rec)
-            self._refresh(rec.key)
 
     def _on_ChildSaFailed(self, s: IkeSession, e: ev.ChildSaFailed) -> None:
         self.reason = f"child SA {e.name}: {e.reason}"
@@ -280,8 +283,8 @@ class SiteRunner:
         self.ike_info.pop(id(s), None)
         for key in [k for k, r in self.records.items() if r.session is s]:
             rec = self.records.pop(key)
+            self._refresh(rec.key)  # another session's Child SA takes over first
             self._uninstall(rec)
-            self._refresh(rec.key)
         quiet = ("deleted", "down by operator", "deleted by peer")
         if s.close_reason and self.reason is None and not s.close_reason.startswith(quiet):
             self.reason = s.close_reason

@@ -17,6 +17,7 @@ See README.md in this folder for the address plan and the pitfalls.
 
 from .capture import Capture, Datagram, read_udp
 from .certs import CertFiles, make_ca, make_cert
+from .gatewayd import Gatewayd, GatewaydError, VnetPair, start_vnet_pair
 from .lab import Lab
 from .netns import DEFAULT_PREFIX, Netns, NetnsError, cleanup_stale, list_namespaces, veth
 from .presets import psk_site_to_site
@@ -38,6 +39,8 @@ __all__ = [
     "ChildSa",
     "Connection",
     "Datagram",
+    "Gatewayd",
+    "GatewaydError",
     "IkeSa",
     "Lab",
     "Netns",
@@ -48,6 +51,7 @@ __all__ = [
     "StrongSwan",
     "StrongSwanError",
     "Topology",
+    "VnetPair",
     "cleanup_stale",
     "hub_and_spokes",
     "iperf3",
@@ -62,6 +66,7 @@ __all__ = [
     "require_root_and_strongswan",
     "require_tools",
     "site_to_site",
+    "start_vnet_pair",
     "tcp_transfer",
     "veth",
     "wait_ping",

@@ -15,8 +15,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from .gatewayd import Gatewayd
 from .netns import DEFAULT_PREFIX, Netns
-from .requires import require_root_and_strongswan
+from .requires import require_root, require_root_and_strongswan
 from .strongswan import StrongSwan
 from .topology import Topology
 
@@ -48,6 +49,7 @@ class Lab:
         self._netns: list[Netns] = []
         self._topologies: list[Topology] = []
         self._peers: list[StrongSwan] = []
+        self._daemons: list[Gatewayd] = []
         _active.add(self)
 
     # -- factories -------------------------------------------------------------------
@@ -84,6 +86,16 @@ class Lab:
         self.register_log(f"strongswan {name}", sw.log_path)
         return sw
 
+    def gatewayd(self, ns: Netns, name: str | None = None) -> Gatewayd:
+        """A (not yet configured nor started) gatewayd in ``ns``; log registered, stopped
+        (SIGTERM, so it can say goodbye to its peers) by ``close()``."""
+        require_root()
+        name = name or f"gatewayd-{ns.host}"
+        gw = Gatewayd(ns, self.workdir / name, name)
+        self._daemons.append(gw)
+        self.register_log(name, gw.log_path)
+        return gw
+
     # -- logs ------------------------------------------------------------------------
     def register_log(self, name: str, path: str | Path) -> None:
         self.logs[name] = Path(path)
@@ -101,9 +113,12 @@ class Lab:
 
     # -- teardown --------------------------------------------------------------------
     def close(self) -> None:
-        """Stop peers, then delete topologies and namespaces; keeps going past errors."""
+        """Stop daemons and peers, then delete topologies and namespaces; keeps going
+        past errors."""
         first: BaseException | None = None
         steps = [
+            *(d.terminate for d in self._daemons),  # all at once, then wait for each
+            *(lambda d=d: d.stop(timeout=5) for d in self._daemons),
             *(lambda p=p: p.stop(timeout=3) for p in self._peers),
             *(t.close for t in self._topologies),
             *(n.delete for n in self._netns),
@@ -114,6 +129,7 @@ class Lab:
             except Exception as e:
                 first = first or e
         self._peers.clear()
+        self._daemons.clear()
         self._topologies.clear()
         self._netns.clear()
         if self in _active:
