@@ -119,6 +119,8 @@ class DataPath:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
+        if self._stop_w < 0:
+            return  # already stopped: the wake-up pipe is closed
         with contextlib.suppress(BlockingIOError):
             os.write(self._stop_w, b"x")
         for thread in self._threads:
@@ -192,7 +194,7 @@ class DataPath:
         except SequenceExhausted:
             c.seq_exhausted += 1
             return
-        t = sa.transport
+        t: Transport = sa.transport  # type: ignore[assignment]
         try:
             t.sock.sendto(esp, t.addr)
         except OSError:

@@ -26,7 +26,7 @@ def ts_text(ts: TrafficSelector) -> str:
 
     start, end = ts.start_addr, ts.end_addr
     try:
-        nets = list(ipaddress.summarize_address_range(start, end))  # type: ignore[arg-type]
+        nets = list(ipaddress.summarize_address_range(start, end))
     except (TypeError, ValueError):
         nets = []
     text = str(nets[0]) if len(nets) == 1 else f"{start}-{end}"
@@ -90,6 +90,11 @@ class ChildRecord:
         return cls(session, info, (site, info.name), inbound, outbound)
 
     @property
+    def transport(self) -> Transport:
+        t: Transport = self.outbound.transport  # type: ignore[assignment]
+        return t
+
+    @property
     def child_id(self) -> int:
         return self.info.child_id
 
@@ -102,7 +107,7 @@ class ChildRecord:
         drops = {k.value: v for k, v in self.inbound.drops.items() if v}
         if self.outbound.selector_drops:
             drops["selector_out"] = self.outbound.selector_drops
-        transport: Transport = self.outbound.transport  # type: ignore[assignment]
+        transport = self.transport
         return {
             "name": info.name,
             "spi_in": f"{info.spi_in:08x}",

@@ -225,6 +225,8 @@ class ControlServer:
         await self.close()
 
     def _unlink_own_socket(self) -> None:
+        if self._inode is None:
+            return  # start() never bound a socket (or failed first): nothing here is ours
         try:
             st = self.path.lstat()
         except FileNotFoundError:

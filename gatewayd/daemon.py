@@ -73,8 +73,8 @@ class GatewayDaemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.loop = asyncio.get_running_loop()
         self.tun: TunDevice | None = None
-        self.endpoints: Endpoints | None = None  # type: ignore[assignment]
-        self.kernel: KernelRoutes | None = None  # type: ignore[assignment]
+        self.endpoints: Endpoints | None = None
+        self.kernel: KernelRoutes | None = None
         self.datapath: DataPath | None = None
         self.control: ControlServer | None = None
 
@@ -337,7 +337,7 @@ class GatewayDaemon:
                     self._on_event(s, e)
                 except Exception:  # one bad event must not cost other tunnels anything
                     log.exception(
-                        "event handling failed", site=s.config.name, event=type(e).__name__
+                        "event handling failed", site=s.config.name, ike_event=type(e).__name__
                     )
         self.dispatcher.after(s)
         if s.state is State.CLOSED:

@@ -73,11 +73,10 @@ def child_configs(site: Site, gw: Gateway) -> list[ChildConfig]:
 
 def session_config(config: Config, site: Site, creds: Credentials) -> SessionConfig:
     gw = config.gateway
-    remote_id = IkeIdentity.ANY if site.id is None and site.any_address else None
     return SessionConfig(
         name=site.name,
         local_id=ike_identity(gw.identity),
-        remote_id=remote_id or ike_identity(site.identity),
+        remote_id=ike_identity(site.identity),  # the loader requires an id for %any
         ike_proposals=parse_proposals(site.ike_proposals, ProtocolId.IKE),
         children=child_configs(site, gw),
         psk=config.psk(site) if site.auth == "psk" else None,
@@ -103,5 +102,6 @@ def site_source_selectors(site: Site) -> list[Selector]:
 
 
 def covers(networks: tuple[Any, ...], address: str) -> bool:
+    """Is ``address`` inside one of ``networks``?"""
     addr = ipaddress.ip_address(address)
     return any(addr in net for net in networks)

@@ -32,12 +32,11 @@ class EndpointError(OSError):
 class Endpoints:
     ike: socket.socket  # UDP ike_port
     nat_t: socket.socket  # UDP nat_t_port: IKE with the non-ESP marker, and ESP
-    esp: socket.socket | None  # raw IP protocol 50; None if the kernel refuses it
+    esp: socket.socket  # raw IP protocol 50: plain ESP
 
     def close(self) -> None:
         for sock in (self.ike, self.nat_t, self.esp):
-            if sock is not None:
-                sock.close()
+            sock.close()
 
 
 def _family(address: str) -> socket.AddressFamily:
@@ -57,7 +56,8 @@ def _tune(sock: socket.socket, fwmark: int) -> None:
 def _udp(address: str, port: int, fwmark: int) -> socket.socket:
     sock = socket.socket(_family(address), socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # No SO_REUSEADDR: UDP has no TIME_WAIT to skip, and with it a second gatewayd
+        # would share our ports instead of failing with "Address already in use".
         _tune(sock, fwmark)
         sock.bind((address, port))
     except OSError as exc:
@@ -97,8 +97,3 @@ def open_endpoints(
         nat_t.close()
         raise
     return Endpoints(ike, nat_t, esp)
-
-
-def sendto_address(sock: socket.socket, host: str, port: int) -> tuple[str, int]:
-    """The sendto() address for host on this socket (raw sockets take port 0)."""
-    return (host, port if sock.type == socket.SOCK_DGRAM else 0)

@@ -40,8 +40,8 @@ class Services(Protocol):
     gateway: Gateway
     sadb: SaDatabase
     routes: RouteTable[Any]
-    kernel: KernelRoutes
-    endpoints: Endpoints
+    kernel: KernelRoutes | None
+    endpoints: Endpoints | None
     stopping: bool
 
     def service(self, session: IkeSession) -> None: ...
@@ -226,7 +226,7 @@ class SiteRunner:
             spi_in=_hex(e.child.spi_in),
             spi_out=_hex(e.child.spi_out),
             proposal=e.child.proposal,
-            encap=rec.outbound.transport.label,  # type: ignore[union-attr]
+            encap=rec.transport.label,
         )
         self._refresh(rec.key)
 
@@ -314,7 +314,7 @@ class SiteRunner:
             return
         ours = ipaddress.ip_address(str(self.gw.gateway.address))
         theirs = ipaddress.ip_address(s.remote_addr[0])
-        if ours.version != theirs.version or ours < theirs:
+        if ours.version != theirs.version or ours.packed < theirs.packed:
             return
         now = time.time()
         if not any(not o.initiator for o in established):
@@ -340,10 +340,10 @@ class SiteRunner:
 
     def transport_for(self, info: ev.ChildSaInfo) -> Transport:
         ep = self.gw.endpoints
+        assert ep is not None, "sites run only while the endpoints are open"
         host, port = info.remote_addr[0], info.remote_addr[1]
         if info.udp_encap:
             return Transport(ep.nat_t, (host, port), udp=True)
-        assert ep.esp is not None
         return Transport(ep.esp, (host, 0), udp=False)
 
     def _install(self, s: IkeSession, info: ev.ChildSaInfo) -> ChildRecord:
@@ -426,6 +426,8 @@ class SiteRunner:
         if carrying == self._kernel_routes:
             return
         kernel = self.gw.kernel
+        if kernel is None:
+            return
         for net in self.site.networks:
             try:
                 kernel.add(net) if carrying else kernel.remove(net)
@@ -486,7 +488,7 @@ class SiteRunner:
         if now - self._last_keepalive >= KEEPALIVE_INTERVAL:
             self._last_keepalive = now
             for s in self.sessions:
-                if s.state is State.ESTABLISHED and s.nat_local:
+                if s.state is State.ESTABLISHED and s.nat_local and self.gw.endpoints:
                     with contextlib.suppress(OSError):
                         self.gw.endpoints.nat_t.sendto(b"\xff", s.remote_addr)
         for s in list(self.sessions):
