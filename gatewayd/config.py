@@ -108,7 +108,11 @@ class Identity:
             kind = IdType.IPV4_ADDR if addr.version == 4 else IdType.IPV6_ADDR
             return int(kind), addr.packed
         if self.kind == "dn":
-            return int(IdType.DER_ASN1_DN), x509.Name.from_rfc4514_string(self.value).public_bytes()
+            # The written order is the DER order, as in strongSwan and in certificates'
+            # usual display ("C=CH, O=Example, CN=hub"); the engine's parser keeps it.
+            from ike.auth.identity import Identity as EngineIdentity
+
+            return int(IdType.DER_ASN1_DN), EngineIdentity.parse(self.value).data
         kind = IdType.FQDN if self.kind == "fqdn" else IdType.RFC822_ADDR
         return int(kind), self.value.encode()
 

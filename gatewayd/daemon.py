@@ -526,8 +526,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_main(args))
     except StartupError as exc:
-        print(f"gatewayd: {exc}", file=sys.stderr)
-        log.error("gateway failed to start", error=str(exc))
+        print(f"gatewayd: {exc}", file=sys.stderr)  # the one line the operator reads
         return 1
     except KeyboardInterrupt:
         return 130

@@ -62,6 +62,7 @@ class SiteRunner:
         self.sessions: list[IkeSession] = []
         self.records: dict[tuple[int, int], ChildRecord] = {}
         self.ike_info: dict[int, ev.IkeSaUp] = {}
+        self._unsettled: dict[int, bool] = {}  # id(session) -> INITIAL_CONTACT, until settled
         self.reason: str | None = None
         self.admin_down = False
         self.removing = False
@@ -193,7 +194,15 @@ class SiteRunner:
             nat_remote=e.nat_remote,
             initial_contact=e.initial_contact,
         )
-        if e.initial_contact:
+        # Settle against other IKE SAs once this one carries traffic (its first Child SA
+        # is up, or failed): retiring the others earlier would leave a gap.
+        self._unsettled[id(s)] = e.initial_contact
+
+    def _settle(self, s: IkeSession) -> None:
+        initial_contact = self._unsettled.pop(id(s), None)
+        if initial_contact is None:
+            return
+        if initial_contact:
             self._drop_stale(s)
         self._resolve_duplicates(s)
 
@@ -229,6 +238,7 @@ class SiteRunner:
             encap=rec.transport.label,
         )
         self._refresh(rec.key)
+        self._settle(s)
 
     def _on_ChildSaRekeyed(self, s: IkeSession, e: ev.ChildSaRekeyed) -> None:
         rec = self._install(s, e.child)
@@ -261,6 +271,7 @@ class SiteRunner:
             self._uninstall(rec)
 
     def _on_ChildSaFailed(self, s: IkeSession, e: ev.ChildSaFailed) -> None:
+        self._settle(s)
         self.reason = f"child SA {e.name}: {e.reason}"
         self.log.warning("child_sa_failed", child=e.name, reason=e.reason)
 
@@ -281,6 +292,7 @@ class SiteRunner:
         if s in self.sessions:
             self.sessions.remove(s)
         self.ike_info.pop(id(s), None)
+        self._unsettled.pop(id(s), None)
         for key in [k for k, r in self.records.items() if r.session is s]:
             rec = self.records.pop(key)
             self._refresh(rec.key)  # another session's Child SA takes over first

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from gatewayd.check import run_check
@@ -204,8 +205,12 @@ def test_dn_identity_is_der_in_written_order() -> None:
     ident = parse_identity("CN=hub,O=Example")
     id_type, der = ident.ike_id()
     assert id_type == 9
-    name = x509.Name.from_rfc4514_string("CN=hub,O=Example")
-    assert der == name.public_bytes()
+    # DER order = written order (the strongSwan convention), CN first here.
+    cn = x509.NameAttribute(NameOID.COMMON_NAME, "hub")
+    org = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example")
+    written = x509.Name([x509.RelativeDistinguishedName([a]) for a in (cn, org)])
+    assert der == written.public_bytes()
+    assert der != x509.Name.from_rfc4514_string("CN=hub,O=Example").public_bytes()
 
 
 def test_ipv6_and_site_overrides() -> None:
