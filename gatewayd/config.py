@@ -135,15 +135,17 @@ def parse_identity(text: str) -> Identity:
     else:
         return Identity("ipv4" if addr.version == 4 else "ipv6", str(addr))
     if "=" in text:
+        # The engine's parser, which ike_id() encodes with: it also takes the form
+        # strongSwan and openssl print, "O=Example, CN=hub" (RFC 4514's parser does not).
+        from ike.auth.identity import Identity as EngineIdentity
+
         try:
-            name = x509.Name.from_rfc4514_string(text)
+            EngineIdentity.parse(text)
         except ValueError:
-            name = None
-        if name is None or len(name) == 0:
             raise ValueError(
                 f"{text!r} is not a distinguished name (expected e.g. 'CN=hub,O=Example')"
-            )
-        return Identity("dn", name.rfc4514_string())
+            ) from None
+        return Identity("dn", text.strip())
     if text.startswith("@") and _is_hostname(text[1:]):
         return Identity("fqdn", text[1:])
     if "@" in text:

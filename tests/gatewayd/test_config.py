@@ -213,6 +213,15 @@ def test_dn_identity_is_der_in_written_order() -> None:
     assert der != x509.Name.from_rfc4514_string("CN=hub,O=Example").public_bytes()
 
 
+def test_dn_identity_as_strongswan_prints_it() -> None:
+    """Found in tests/netns/test_interop_s2s.py: the DN strongSwan shows (``O=x, CN=y``,
+    a space after each comma) was refused as "not a distinguished name"; it is the same
+    identity as ``O=x,CN=y``."""
+    spaced = parse_identity("O=gatewayd lab, CN=a-gw")
+    assert spaced.kind == "dn"
+    assert spaced.ike_id() == parse_identity("O=gatewayd lab,CN=a-gw").ike_id()
+
+
 def test_ipv6_and_site_overrides() -> None:
     text = MINIMAL.replace('"10.2.0.0/16"', '"10.2.0.0/16", "fd00:2::/48"').replace(
         f'psk = "{PSK}"', f'psk = "{PSK}"\nreplay_window = 32\nfragment_size = 576\ndpd_timeout = 5'
