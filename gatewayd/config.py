@@ -799,6 +799,18 @@ def _spki(key: PrivateKey | x509.Certificate) -> bytes:
     )
 
 
+def _certificate_names(cert: x509.Certificate, identity: Identity) -> bool:
+    from ike.auth.certs import certificate_matches_identity
+
+    return certificate_matches_identity(cert, _engine_identity(identity))
+
+
+def _engine_identity(identity: Identity) -> Any:
+    from ike.auth.identity import Identity as EngineIdentity
+
+    return EngineIdentity(*identity.ike_id())
+
+
 def _check_credentials(gw: Gateway) -> list[Problem]:
     out: list[Problem] = []
 
@@ -821,6 +833,15 @@ def _check_credentials(gw: Gateway) -> list[Problem]:
     )
     if cert is not None and key is not None and _spki(key) != _spki(cert):
         out.append(Problem("gateway.private_key", "does not match gateway.certificate"))
+    if cert is not None and not _certificate_names(cert, gw.identity):
+        # Peers check our identity against the certificate; fail here, not at their end.
+        out.append(
+            Problem(
+                "gateway.id",
+                f"'{gw.identity}' is neither the subject nor a subjectAltName of "
+                "gateway.certificate",
+            )
+        )
     for i, path in enumerate(gw.ca):
         attempt(f"gateway.ca[{i}]", _load_certificates, path)
     return out

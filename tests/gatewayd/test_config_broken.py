@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -494,6 +495,10 @@ def _cert(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now + datetime.timedelta(days=days[0]))
         .not_valid_after(now + datetime.timedelta(days=days[1]))
+        .add_extension(  # the gateway's default id is its address
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("192.0.2.1"))]),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     path = tmp_path / f"{name}.crt"
@@ -543,6 +548,7 @@ def test_pubkey_credentials_ok(tmp_path: Path, pki: ec.EllipticCurvePrivateKey) 
         ("garbage-cert", "gateway.certificate", "is not a PEM certificate"),
         ("expired-cert", "gateway.certificate", "is valid only from"),
         ("missing-ca", "gateway.ca[0]", "cannot read"),
+        ("id-not-in-cert", "gateway.id", "is neither the subject nor a subjectAltName"),
     ],
 )
 def test_pubkey_credentials_broken(
@@ -563,9 +569,12 @@ def test_pubkey_credentials_broken(
         (tmp_path / "hub.crt").write_text("not a certificate\n")
     elif breakage == "expired-cert":
         _cert(tmp_path, "hub", pki, days=(-30, -1))
-    else:
+    elif breakage == "missing-ca":
         (tmp_path / "ca.crt").unlink()
-    assert run_check(str(_write(tmp_path, _pubkey_config()))) == 1
+    config = _pubkey_config()
+    if breakage == "id-not-in-cert":
+        config = config.replace("[gateway]\n", '[gateway]\nid = "other.example.net"\n', 1)
+    assert run_check(str(_write(tmp_path, config))) == 1
     out = capsys.readouterr().out
     assert out.splitlines() == [line for line in out.splitlines() if line.startswith(key + ": ")]
     assert len(out.splitlines()) == 1 and fragment in out
