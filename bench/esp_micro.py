@@ -68,7 +68,7 @@ def cpu_us_per_packet(fn: Callable[[list[bytes]], object], batch: list[bytes]) -
 
 def bench_suite(name: str, encr: EncrId, klen: int, integ: IntegId, ilen: int, n: int,
                 reps: int, esn: bool = False, selectors: SelectorSet | None = None,
-                tag: str = "") -> None:  # fmt: skip
+                tag: str = "") -> tuple[str, float, float]:  # fmt: skip
     params = EspParams(0x1000, encr, os.urandom(klen), integ, os.urandom(ilen), esn=esn)
     inner = inner_packet()
     best_seal = best_open = float("inf")
@@ -81,15 +81,11 @@ def bench_suite(name: str, encr: EncrId, klen: int, integ: IntegId, ilen: int, n
         best_open = min(best_open, cpu_us_per_packet(partial(open_all, inb), batch))
     label = name + (" esn" if esn else "") + tag
     print(f"{label:32s} seal {best_seal:6.2f} µs   open {best_open:6.2f} µs")
+    return label, best_seal, best_open
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--packets", type=int, default=200, help="packets per run")
-    parser.add_argument("--reps", type=int, default=60, help="runs; the fastest counts")
-    args = parser.parse_args()
-    n, reps = args.packets, args.reps
-
+def run(n: int = 200, reps: int = 60) -> dict[str, dict[str, float]]:
+    """Every case, printed as it goes; returns {case: {metric: µs}} for python -m bench."""
     key, nonce, aad, data = os.urandom(16), os.urandom(12), os.urandom(8), os.urandom(1404)
     gcm = AESGCM(key)
 
@@ -100,14 +96,25 @@ def main() -> None:
 
     bare_us = min(cpu_us_per_packet(bare, [data] * n) for _ in range(reps))
     print(f"{'(bare AESGCM.encrypt, 1404 B)':32s} {bare_us:6.2f} µs")
-    for suite in SUITES:
-        bench_suite(*suite, n=n, reps=reps)
+    rows = [bench_suite(*suite, n=n, reps=reps) for suite in SUITES]
     narrow = SelectorSet(
         [Selector.from_network("10.0.0.0/24")], [Selector.from_network("10.0.1.0/24", 17)]
     )
-    bench_suite(*SUITES[0], n=n, reps=reps, esn=True)
-    bench_suite(*SUITES[0], n=n, reps=reps, selectors=SelectorSet.any(), tag=" sel:any")
-    bench_suite(*SUITES[0], n=n, reps=reps, selectors=narrow, tag=" sel:narrow")
+    for esn, selectors, tag in ((True, None, ""), (False, SelectorSet.any(), " sel:any"),
+                                (False, narrow, " sel:narrow")):  # fmt: skip
+        rows.append(bench_suite(*SUITES[0], n=n, reps=reps, esn=esn, selectors=selectors, tag=tag))
+    results = {"bare AESGCM.encrypt 1404 B": {"encrypt_us": round(bare_us, 3)}}
+    for label, seal_us, open_us in rows:
+        results[label] = {"seal_us": round(seal_us, 3), "open_us": round(open_us, 3)}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--packets", type=int, default=200, help="packets per run")
+    parser.add_argument("--reps", type=int, default=60, help="runs; the fastest counts")
+    args = parser.parse_args()
+    run(args.packets, args.reps)
 
 
 if __name__ == "__main__":

@@ -265,7 +265,9 @@ class GatewayDaemon:
     def _send_replies(self) -> None:
         replies, self.dispatcher.replies = self.dispatcher.replies, []
         for d in replies:
-            self._send(d)
+            # Stateless answers (cookies, INVALID_MAJOR_VERSION) leave on the socket the
+            # request came in on: local_port 0 means just that.
+            self._send(d if d.local_port else Datagram(d.data, self._rx_port, d.remote))
 
     def _send(self, d: Datagram) -> None:
         assert self.endpoints is not None

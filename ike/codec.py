@@ -48,6 +48,7 @@ from ike.payloads import (
     SkPayload,
     TrafficSelector,
     Transform,
+    TransformAttribute,
     TsPayload,
     UnknownPayload,
     VendorPayload,
@@ -57,6 +58,7 @@ from ike.payloads import (
 MAX_PAYLOADS = 64  # per payload chain (the outer message, or the content of SK)
 MAX_PROPOSALS = 64  # per SA payload
 MAX_TRANSFORMS = 64  # per proposal
+MAX_ATTRIBUTES = 16  # per transform (RFC 7296 defines one, KEY_LENGTH)
 MAX_TS = 255  # per TS payload (the count field is one octet anyway)
 MAX_CP_ATTRIBUTES = 128  # per CP payload
 MAX_DELETE_SPIS = 64  # per Delete payload
@@ -148,24 +150,39 @@ def _need(buf_end: int, pos: int, n: int, what: str) -> None:
         raise DecodeError(f"{what} truncated")
 
 
-def _dec_attributes(buf: bytes, pos: int, end: int) -> int | None:
-    """Transform attributes: returns KEY_LENGTH, skips (bounded by the transform) others."""
+def _dec_transform(buf: bytes, pos: int, end: int, ttype: int, tid: int) -> Transform:
+    """One transform whose attributes lie in buf[pos:end]: KEY_LENGTH, and the others kept
+    in wire order (with KEY_LENGTH's place among them) so that encode gives the same bytes.
+    """
     key_length: int | None = None
+    key_length_at = 0
+    unknown: list[TransformAttribute] = []
+    count = 0
     while pos < end:
+        count += 1
+        if count > MAX_ATTRIBUTES:
+            raise DecodeError("too many transform attributes")
         _need(end, pos, 4, "transform attribute")
         atype, value = _U16X2.unpack_from(buf, pos)
         pos += 4
         if atype & _AF_TV:
-            if atype & 0x7FFF == _KEY_LENGTH:
+            atype &= 0x7FFF
+            if atype == _KEY_LENGTH:
                 if key_length is not None:
                     raise DecodeError("duplicate KEY_LENGTH attribute")
-                key_length = value
+                key_length, key_length_at = value, len(unknown)
+            else:
+                unknown.append(TransformAttribute(atype, value))
         else:
             if atype == _KEY_LENGTH:
                 raise DecodeError("KEY_LENGTH attribute must use the TV format")
             _need(end, pos, value, "transform attribute value")
+            unknown.append(TransformAttribute(atype, buf[pos : pos + value]))
             pos += value
-    return key_length
+    ttype = _TTYPES.get(ttype, ttype)
+    if unknown:
+        return Transform(ttype, tid, key_length, tuple(unknown), key_length_at)
+    return Transform(ttype, tid, key_length)
 
 
 def _dec_transforms(buf: bytes, pos: int, end: int, count: int) -> list[Transform]:
@@ -178,8 +195,7 @@ def _dec_transforms(buf: bytes, pos: int, end: int, count: int) -> list[Transfor
             raise DecodeError(f"bad transform length {tlen}")
         if more != (_TRANSFORM_MORE if i < last else 0):
             raise DecodeError("transform count and last-transform marker disagree")
-        key_length = _dec_attributes(buf, pos + 8, pos + tlen)
-        out.append(Transform(_TTYPES.get(ttype, ttype), tid, key_length))
+        out.append(_dec_transform(buf, pos + 8, pos + tlen, ttype, tid))
         pos += tlen
     if pos != end:
         raise DecodeError("proposal length does not match its transforms")
@@ -446,6 +462,23 @@ def _check_spi(spi: bytes, what: str) -> None:
         raise ValueError(f"{what} SPI of {len(spi)} octets")
 
 
+def _enc_attributes(t: Transform) -> bytes:
+    """The attributes of a transform with unknown ones, in the order they were decoded."""
+    if len(t.unknown_attributes) + (t.key_length is not None) > MAX_ATTRIBUTES:
+        raise ValueError("too many transform attributes")
+    attrs: list[bytes] = []  # one entry per attribute
+    for a in t.unknown_attributes:
+        if not 0 <= a.type <= 0x7FFF or a.type == _KEY_LENGTH:
+            raise ValueError(f"transform attribute type {a.type}")
+        if isinstance(a.value, int):
+            attrs.append(_U16X2.pack(_AF_TV | a.type, a.value))
+        else:
+            attrs.append(_U16X2.pack(a.type, len(a.value)) + a.value)
+    if t.key_length is not None:
+        attrs.insert(t.key_length_at, _U16X2.pack(_AF_TV | _KEY_LENGTH, t.key_length))
+    return b"".join(attrs)
+
+
 def _enc_sa(p: SaPayload) -> bytes:
     if not 1 <= len(p.proposals) <= MAX_PROPOSALS:
         raise ValueError(f"SA payload with {len(p.proposals)} proposals")
@@ -459,7 +492,10 @@ def _enc_sa(p: SaPayload) -> bytes:
         xforms: list[bytes] = []
         for j, t in enumerate(prop.transforms):
             more = _TRANSFORM_MORE if j < ntrans - 1 else 0
-            if t.key_length is None:
+            if t.unknown_attributes:
+                attrs = _enc_attributes(t)
+                xforms += (_TRANSFORM.pack(more, 0, 8 + len(attrs), t.type, 0, t.id), attrs)
+            elif t.key_length is None:
                 xforms.append(_TRANSFORM.pack(more, 0, 8, t.type, 0, t.id))
             else:
                 xforms.append(_TRANSFORM.pack(more, 0, 12, t.type, 0, t.id))

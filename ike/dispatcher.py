@@ -2,19 +2,22 @@
 
 Half-open SAs (IKE_SA_INIT answered, IKE_AUTH not yet seen) are what a spoofing attacker
 can make us store, so they are bounded; above a threshold new initiators must return a
-stateless COOKIE first (RFC 7296 §2.6) before we keep any state for them.
+stateless COOKIE first (RFC 7296 §2.6) before we keep any state for them. An IKE_SA_INIT
+of a higher major version gets a stateless INVALID_MAJOR_VERSION (§2.5). Stateless answers
+are rate-limited and never larger than the request, so they cannot be used to amplify.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 from collections import Counter
 from collections.abc import Callable
 
-from ike.codec import decode, decode_header, encode
-from ike.constants import ExchangeType, HeaderFlag, NotifyType
+from ike.codec import Header, UnsupportedVersion, decode, decode_header, encode
+from ike.constants import IKE_VERSION, ExchangeType, HeaderFlag, NotifyType
 from ike.crypto.base import RandomSource
 from ike.errors import DecodeError
 from ike.payloads import Message, NoncePayload, NotifyPayload
@@ -35,19 +38,27 @@ class Dispatcher:
         max_half_open: int = 5000,
         cookie_threshold: int = 500,
         max_sessions: int = 100_000,
+        stateless_rate: int = 1000,
+        max_replies: int = 1000,
     ) -> None:
         self.new_responder = new_responder
         self.rng = rng
         self.max_half_open = max_half_open
         self.cookie_threshold = cookie_threshold
         self.max_sessions = max_sessions
+        self.stateless_rate = stateless_rate  # stateless answers per second, at most
+        self.max_replies = max_replies  # bound on undrained ``replies``
         self.by_spi: dict[bytes, IkeSession] = {}  # our SPI (spi_i if we initiated, else spi_r)
         self.half_open: dict[tuple[bytes, Address], IkeSession] = {}
         self.drops: Counter[str] = Counter()
-        self.replies: list[Datagram] = []  # stateless answers (cookies)
+        # Stateless answers (cookies, INVALID_MAJOR_VERSION). local_port 0: send from the
+        # socket the request came in on.
+        self.replies: list[Datagram] = []
         self._secrets: list[tuple[int, bytes]] = []
         self._secret_at = -1e18
         self._secret_version = 0
+        self._rate_second = -math.inf
+        self._rate_count = 0
 
     # ------------------------------------------------------------ registry
 
@@ -64,8 +75,8 @@ class Dispatcher:
             self.by_spi[old.spi_i if old.initiator else old.spi_r] = session
 
     def forget(self, session: IkeSession) -> None:
-        for key in [k for k, v in self.by_spi.items() if v is session]:
-            del self.by_spi[key]
+        for spi in [k for k, v in self.by_spi.items() if v is session]:
+            del self.by_spi[spi]
         for key in [k for k, v in self.half_open.items() if v is session]:
             del self.half_open[key]
 
@@ -79,6 +90,9 @@ class Dispatcher:
         """Hand a datagram to its session (creating a responder if it starts one)."""
         try:
             hdr = decode_header(data)
+        except UnsupportedVersion as e:
+            self._wrong_version(e.header, len(data), addr, now)
+            return None
         except DecodeError:
             self.drops["malformed"] += 1
             return None
@@ -125,6 +139,44 @@ class Dispatcher:
             return None
         self.half_open[(spi_i, addr)] = session
         return session
+
+    # ------------------------------------------------------------ stateless answers
+
+    def _send_stateless(
+        self, answer: Message, request_len: int, addr: Address, now: float, kind: str
+    ) -> None:
+        """Queue an answer that keeps no state, within the rate, queue and size bounds."""
+        raw = encode(answer)
+        second = math.floor(now)
+        if second != self._rate_second:
+            self._rate_second, self._rate_count = second, 0
+        if (
+            len(raw) > request_len  # a spoofed source must not get more than it sent
+            or self._rate_count >= self.stateless_rate
+            or len(self.replies) >= self.max_replies
+        ):
+            self.drops["stateless_limit"] += 1
+            return
+        self._rate_count += 1
+        self.replies.append(Datagram(raw, 0, addr))
+        self.drops[kind] += 1
+
+    def _wrong_version(self, hdr: Header, request_len: int, addr: Address, now: float) -> None:
+        """RFC 7296 §2.5: drop it; a newer initiator learns our version from the answer."""
+        self.drops["unsupported_version"] += 1
+        newer = hdr.version >> 4 > IKE_VERSION >> 4
+        if not newer or hdr.exchange != ExchangeType.IKE_SA_INIT or hdr.flags & HeaderFlag.RESPONSE:
+            return
+        # Our version (2.0) goes in the header; the notify carries no data (§3.10.1).
+        answer = Message(
+            hdr.spi_i,
+            hdr.spi_r,
+            ExchangeType.IKE_SA_INIT,
+            HeaderFlag.RESPONSE,
+            hdr.message_id,
+            [NotifyPayload(NotifyType.INVALID_MAJOR_VERSION)],
+        )
+        self._send_stateless(answer, request_len, addr, now, "invalid_major_version_sent")
 
     # ------------------------------------------------------------ cookies
 
@@ -175,6 +227,5 @@ class Dispatcher:
             0,
             [NotifyPayload(NotifyType.COOKIE, cookie)],
         )
-        self.replies.append(Datagram(encode(answer), 0, addr))
-        self.drops["cookie_sent"] += 1
+        self._send_stateless(answer, len(data), addr, now, "cookie_sent")
         return False

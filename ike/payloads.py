@@ -23,10 +23,24 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
+class TransformAttribute:
+    """A transform attribute we do not understand, kept so that it can be judged and re-sent."""
+
+    type: int  # without the format bit
+    value: int | bytes  # int: TV format (two octets in the header); bytes: TLV format
+
+
+@dataclass(frozen=True)
 class Transform:
     type: TransformType | int
     id: int
     key_length: int | None = None  # the KEY_LENGTH attribute, in bits, when present
+    # Attributes other than KEY_LENGTH, in wire order. RFC 7296 §3.3.6: a transform with
+    # one we do not understand is unacceptable, so proposal selection never picks it.
+    unknown_attributes: tuple[TransformAttribute, ...] = ()
+    # How many unknown attributes precede KEY_LENGTH on the wire: lets encode reproduce
+    # the peer's bytes exactly. Not part of the transform's identity.
+    key_length_at: int = field(default=0, compare=False, repr=False)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass
 
@@ -36,8 +37,9 @@ _HMAC_PRFS: dict[int, tuple[str, int]] = {
 SUPPORTED_PRFS: frozenset[int] = frozenset(_HMAC_PRFS)
 
 
+@functools.cache  # PRF objects hold no state: one per PrfId serves every SA
 def get_prf(prf_id: int) -> Prf:
-    """A fresh PRF object for a PrfId; ProposalError if we do not implement it."""
+    """The PRF object for a PrfId; ProposalError if we do not implement it."""
     try:
         digest, size = _HMAC_PRFS[prf_id]
     except KeyError:

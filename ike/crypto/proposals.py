@@ -7,6 +7,7 @@ key exchanges (RFC 9370) use strongSwan's ``ke1_`` ... ``ke7_`` prefixes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from ike.constants import EsnId, IntegId, PrfId, ProtocolId, TransformType
@@ -138,27 +139,38 @@ def _types(proposal: Proposal) -> list[int]:
     return list(dict.fromkeys(t.type for t in proposal.transforms))
 
 
-def _of(proposal: Proposal, ttype: int) -> list[Transform]:
-    return [t for t in proposal.transforms if t.type == ttype]
+def _usable(t: Transform) -> bool:
+    """RFC 7296 §3.3.6: a transform with an attribute we do not understand is unacceptable
+    (other transforms of its type still count)."""
+    return not t.unknown_attributes
 
 
-def _match(offer: Proposal, ours: Proposal) -> Proposal | None:
+def _by_type(proposal: Proposal) -> dict[int, list[Transform]]:
+    """Usable transforms by type, types in proposal order (a type whose transforms are all
+    unusable stays, with none: it still has to be agreed)."""
+    out: dict[int, list[Transform]] = {}
+    for t in proposal.transforms:
+        usable = out.setdefault(t.type, [])
+        if _usable(t):
+            usable.append(t)
+    return out
+
+
+def _match(offer: Proposal, offered: dict[int, list[Transform]], ours: Proposal) -> Proposal | None:
     """One transform of every type the peer offered, chosen in our order of preference."""
+    wanted_by_type = _by_type(ours)
     chosen: list[Transform] = []
-    for ttype in _types(offer):
-        offered = _of(offer, ttype)
-        wanted = _of(ours, ttype)
-        if not wanted:
-            # We do not use this type: acceptable only if the peer made it optional.
-            wanted = [Transform(ttype, NONE_ID)]
-        pick = next((t for t in wanted if t in offered), None)
+    for ttype, candidates in offered.items():
+        # A type we do not use is acceptable only if the peer made it optional (NONE).
+        wanted = wanted_by_type.get(ttype) or [Transform(ttype, NONE_ID)]
+        pick = next((t for t in wanted if t in candidates), None)
         if pick is None:
             return None
         chosen.append(pick)
-    for ttype in _types(ours):
+    for ttype in wanted_by_type:
         # The peer omitted a type we have: fine only if NONE is among ours (an absent ESN
         # in ESP means NO_ESN, which is id 0 too).
-        if not _of(offer, ttype) and Transform(ttype, NONE_ID) not in ours.transforms:
+        if ttype not in offered and Transform(ttype, NONE_ID) not in ours.transforms:
             return None
     return Proposal(num=offer.num, protocol=offer.protocol, spi=offer.spi, transforms=chosen)
 
@@ -168,11 +180,12 @@ def select_proposal(offered: list[Proposal], configured: list[Proposal]) -> Prop
     prefer_configured_proposals). The result carries the peer's number and SPI and exactly
     one transform of each type the peer offered; None if nothing matches.
     """
+    offers = [(offer, _by_type(offer)) for offer in offered]
     for ours in configured:
-        for offer in offered:
+        for offer, by_type in offers:
             if offer.protocol != ours.protocol:
                 continue
-            result = _match(offer, ours)
+            result = _match(offer, by_type, ours)
             if result is not None:
                 return result
     return None
@@ -188,7 +201,7 @@ def check_choice(chosen: Proposal, offered_by_us: list[Proposal]) -> bool:
     chosen_types = [t.type for t in chosen.transforms]
     if len(chosen_types) != len(set(chosen_types)):
         return False
-    if any(t not in ours.transforms for t in chosen.transforms):
+    if any(not _usable(t) or t not in ours.transforms for t in chosen.transforms):
         return False
     for ttype in _types(ours):
         if ttype not in chosen_types and Transform(ttype, NONE_ID) not in ours.transforms:
@@ -196,8 +209,16 @@ def check_choice(chosen: Proposal, offered_by_us: list[Proposal]) -> bool:
     return True
 
 
+_DESCRIBE_RANK: dict[int, int] = {ttype: n for n, ttype in enumerate(_DESCRIBE_ORDER)}
+
+
 def describe(proposal: Proposal) -> str:
     """strongSwan's notation, e.g. AES_GCM_16_256/PRF_HMAC_SHA2_384/ECP_384."""
-    rank: dict[int, int] = {ttype: n for n, ttype in enumerate(_DESCRIBE_ORDER)}
-    ordered = sorted(proposal.transforms, key=lambda t: rank.get(t.type, len(rank)))
+    return _describe(tuple(proposal.transforms))
+
+
+@functools.lru_cache(maxsize=256)  # every SA event names its proposal; few distinct ones
+def _describe(transforms: tuple[Transform, ...]) -> str:
+    last = len(_DESCRIBE_RANK)
+    ordered = sorted(transforms, key=lambda t: _DESCRIBE_RANK.get(t.type, last))
     return "/".join(transform_name(t) for t in ordered)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ike.constants import EsnId, IntegId, KeId, ProtocolId, TransformType
@@ -17,15 +19,22 @@ from ike.payloads import Proposal, Transform
 T = TransformType
 
 
-def _optional(proposal: Proposal, ttype: TransformType) -> Transform | None:
-    found = [t for t in proposal.transforms if t.type == ttype]
-    if len(found) > 1:
-        raise ProposalError(f"chosen proposal has {len(found)} {ttype.name} transforms")
-    return found[0] if found else None
+_ADDKE = range(T.ADDKE1, T.ADDKE7 + 1)
 
 
-def _required(proposal: Proposal, ttype: TransformType) -> Transform:
-    found = _optional(proposal, ttype)
+def _one_each(transforms: Iterable[Transform]) -> dict[int, Transform]:
+    """The chosen transform of each type; a chosen proposal has at most one per type."""
+    by_type: dict[int, Transform] = {}
+    for t in transforms:
+        if t.type in by_type:
+            name = getattr(t.type, "name", t.type)  # an int when the type is unknown
+            raise ProposalError(f"chosen proposal has several {name} transforms")
+        by_type[t.type] = t
+    return by_type
+
+
+def _required(by_type: dict[int, Transform], ttype: TransformType) -> Transform:
+    found = by_type.get(ttype)
     if found is None:
         raise ProposalError(f"chosen proposal has no {ttype.name} transform")
     return found
@@ -40,14 +49,10 @@ def _check_pair(encr_id: int, key_bits: int | None, integ_id: int) -> None:
         integ_spec(integ_id)  # raises ProposalError for NONE or unsupported
 
 
-def _additional_ke(proposal: Proposal) -> tuple[int, ...]:
+def _additional_ke(by_type: dict[int, Transform]) -> tuple[int, ...]:
     """Groups of ADDKE1..7 in order, skipping NONE (the peer declined that round)."""
-    groups = []
-    for ttype in range(T.ADDKE1, T.ADDKE7 + 1):
-        t = _optional(proposal, T(ttype))
-        if t is not None and t.id != KeId.NONE:
-            groups.append(t.id)
-    return tuple(groups)
+    found = (by_type.get(ttype) for ttype in _ADDKE)
+    return tuple(t.id for t in found if t is not None and t.id != KeId.NONE)
 
 
 @dataclass(frozen=True)
@@ -64,21 +69,7 @@ class IkeSuite:
         """From a chosen IKE proposal (one transform per type); ProposalError otherwise."""
         if proposal.protocol != ProtocolId.IKE:
             raise ProposalError("not an IKE proposal")
-        encr = _required(proposal, T.ENCR)
-        prf = _required(proposal, T.PRF)
-        ke = _required(proposal, T.KE)
-        integ = _optional(proposal, T.INTEG)
-        suite = cls(
-            encr_id=encr.id,
-            key_bits=encr.key_length,
-            integ_id=integ.id if integ is not None else IntegId.NONE,
-            prf_id=prf.id,
-            ke_group=ke.id,
-            additional_ke=_additional_ke(proposal),
-        )
-        _check_pair(suite.encr_id, suite.key_bits, suite.integ_id)
-        get_prf(suite.prf_id)  # unsupported PRF: ProposalError now, not at key derivation
-        return suite
+        return _ike_suite(tuple(proposal.transforms))
 
     @property
     def prf(self) -> Prf:
@@ -108,22 +99,48 @@ class ChildSuite:
         """From a chosen ESP proposal; an absent ESN transform means no ESN."""
         if proposal.protocol != ProtocolId.ESP:
             raise ProposalError("not an ESP proposal")
-        encr = _required(proposal, T.ENCR)
-        integ = _optional(proposal, T.INTEG)
-        esn = _optional(proposal, T.ESN)
-        ke = _optional(proposal, T.KE)
-        suite = cls(
-            encr_id=encr.id,
-            key_bits=encr.key_length,
-            integ_id=integ.id if integ is not None else IntegId.NONE,
-            esn=esn is not None and esn.id == EsnId.ESN,
-            ke_group=ke.id if ke is not None else KeId.NONE,
-            additional_ke=_additional_ke(proposal),
-        )
-        _check_pair(suite.encr_id, suite.key_bits, suite.integ_id)
-        return suite
+        return _child_suite(tuple(proposal.transforms))
 
     @property
     def key_lengths(self) -> tuple[int, int]:
         """(encryption key bytes including salt, integrity key bytes) per direction."""
         return key_lengths(self.encr_id, self.key_bits, self.integ_id)
+
+
+# Every set-up looks the same few chosen proposals up several times: remember the suites.
+# Only successes are kept (errors are raised afresh), so no check is skipped.
+
+
+@functools.lru_cache(maxsize=256)
+def _ike_suite(transforms: tuple[Transform, ...]) -> IkeSuite:
+    by_type = _one_each(transforms)
+    encr = _required(by_type, T.ENCR)
+    integ = by_type.get(T.INTEG)
+    suite = IkeSuite(
+        encr_id=encr.id,
+        key_bits=encr.key_length,
+        integ_id=integ.id if integ is not None else IntegId.NONE,
+        prf_id=_required(by_type, T.PRF).id,
+        ke_group=_required(by_type, T.KE).id,
+        additional_ke=_additional_ke(by_type),
+    )
+    _check_pair(suite.encr_id, suite.key_bits, suite.integ_id)
+    get_prf(suite.prf_id)  # unsupported PRF: ProposalError now, not at key derivation
+    return suite
+
+
+@functools.lru_cache(maxsize=256)
+def _child_suite(transforms: tuple[Transform, ...]) -> ChildSuite:
+    by_type = _one_each(transforms)
+    encr = _required(by_type, T.ENCR)
+    integ, esn, ke = by_type.get(T.INTEG), by_type.get(T.ESN), by_type.get(T.KE)
+    suite = ChildSuite(
+        encr_id=encr.id,
+        key_bits=encr.key_length,
+        integ_id=integ.id if integ is not None else IntegId.NONE,
+        esn=esn is not None and esn.id == EsnId.ESN,
+        ke_group=ke.id if ke is not None else KeId.NONE,
+        additional_ke=_additional_ke(by_type),
+    )
+    _check_pair(suite.encr_id, suite.key_bits, suite.integ_id)
+    return suite

@@ -127,10 +127,12 @@ class AuthTask(Task):
         try:
             s.remote_identity = verify_peer(s, s.config, sa, msg, id_p, octets, now)
         except (AuthenticationError, IkeError) as e:
-            _auth_failed(s, str(e), now)
             from ike.session.info import DeleteIkeTask
 
+            # DELETING first: _auth_failed then leaves the session open for the DELETE,
+            # whose end closes it once (closing here too reported IkeSaDown twice).
             s.state = State.DELETING
+            _auth_failed(s, str(e), now)
             s.start_task(sa, DeleteIkeTask("authentication failed", quiet=True), now)
             return
         established(s, sa, now)
@@ -164,7 +166,8 @@ def established(s: IkeSession, sa: IkeSa, now: float) -> None:
             sa.spi_r,
             sa.initiator,
             describe(sa.proposal),
-            s.local_addr,
+            # The port the SA now runs on: 4500 once NAT-T floated it (as in ChildSaInfo).
+            (s.local_addr[0], s.config.nat_t_port if s.use_nat_t_port else s.local_addr[1]),
             s.remote_addr,
             str(s.remote_identity),
             s.nat_local,

@@ -20,8 +20,9 @@ from ike.constants import (
     ProtocolId,
     TransformType,
 )
-from ike.crypto.keymat import derive_child_keys, key_lengths
+from ike.crypto.keymat import derive_child_keys
 from ike.crypto.proposals import check_choice, describe, select_proposal
+from ike.crypto.suite import ChildSuite
 from ike.errors import CryptoError, ProposalError
 from ike.payloads import (
     KePayload,
@@ -38,7 +39,7 @@ from ike.session import events as ev
 from ike.session import ts as tsmod
 from ike.session.config import ChildConfig
 from ike.session.session import NONCE_LEN, State, Task, error_notify
-from ike.session.state import ChildSa, ChildState, EspSuite, IkeSa
+from ike.session.state import ChildSa, ChildState, IkeSa
 
 if TYPE_CHECKING:
     from ike.session.session import IkeSession
@@ -130,8 +131,8 @@ def make_child(
 ) -> tuple[ChildSa, ev.ChildSaInfo]:
     """Derive a Child SA's keys (RFC 7296 §2.17) and build its record and event info."""
     assert sa.keys is not None
-    suite = EspSuite.from_proposal(chosen)
-    encr_len, integ_len = key_lengths(suite.encr_id, suite.key_bits, suite.integ_id)
+    suite = ChildSuite.from_proposal(chosen)
+    encr_len, integ_len = suite.key_lengths
     keys = derive_child_keys(sa.keys.prf, sa.keys.sk_d, shared, ni, nr, encr_len, integ_len)
     if we_initiated:
         e_out, a_out, e_in, a_in = keys.encr_i, keys.integ_i, keys.encr_r, keys.integ_r
@@ -334,7 +335,7 @@ def _answer_child(
         return [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)], None
     if len(chosen.spi) != 4:
         return [NotifyPayload(NotifyType.INVALID_SYNTAX)], None
-    group = EspSuite.from_proposal(chosen).ke_group
+    group = ChildSuite.from_proposal(chosen).ke_group
     shared = None
     ke_answer: list[Payload] = []
     if group and not in_auth:

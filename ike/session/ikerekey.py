@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ike.constants import ExchangeType, NotifyType, ProtocolId, TransformType
-from ike.crypto.keymat import derive_rekeyed_ike_keys, key_lengths
-from ike.crypto.prf import get_prf
+from ike.crypto.keymat import derive_rekeyed_ike_keys
 from ike.crypto.proposals import check_choice, describe, select_proposal
+from ike.crypto.suite import IkeSuite
 from ike.errors import CryptoError, ProposalError
 from ike.payloads import (
     KePayload,
@@ -26,7 +26,7 @@ from ike.payloads import (
 from ike.session import events as ev
 from ike.session.init import numbered
 from ike.session.session import NONCE_LEN, State, Task, error_notify
-from ike.session.state import ChildState, IkeSa, IkeSaKeys, IkeSuite
+from ike.session.state import ChildState, IkeSa, IkeSaKeys
 
 if TYPE_CHECKING:
     from ike.session.session import IkeSession
@@ -37,9 +37,9 @@ def _derive(
 ) -> None:
     assert old.keys is not None
     suite = IkeSuite.from_proposal(chosen)
-    encr_len, integ_len = key_lengths(suite.encr_id, suite.key_bits, suite.integ_id)
+    encr_len, integ_len = suite.key_lengths
     _, keys = derive_rekeyed_ike_keys(
-        prf_new=get_prf(suite.prf_id),
+        prf_new=suite.prf,
         old_sk_d=old.keys.sk_d,
         prf_old=old.keys.prf,
         shared_secret=shared,
@@ -84,7 +84,10 @@ class RekeyIkeTask(Task):
         self.spi = s.rng(8)
         self.ni = s.rng(NONCE_LEN)
         group = self.group or sa.keys.suite.ke_group
-        self.proposals = numbered(s.config.ike_proposals, self.spi)
+        # Offer only the current algorithms: with another PRF peers derive other keys
+        # (strongSwan runs prf+ with the old PRF, RFC 7296 §2.18 with the new one).
+        current = [sa.proposal] if sa.proposal is not None else s.config.ike_proposals
+        self.proposals = numbered(current, self.spi)
         self.ke = s.ke_factory(group)
         s.ike_collision = None
         return [
@@ -168,10 +171,10 @@ def respond_ike_rekey(
     busy = any(c.state in (ChildState.REKEYING, ChildState.DELETING) for c in s.children.values())
     if busy or (pending is not None and not isinstance(pending, RekeyIkeTask)):
         return [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]  # RFC 7296 §2.25.2
-    chosen = select_proposal(
-        [p for p in sa_p.proposals if p.protocol == ProtocolId.IKE],
-        numbered(s.config.ike_proposals),
-    )
+    offered = [p for p in sa_p.proposals if p.protocol == ProtocolId.IKE]
+    # Keep the current algorithms if offered (see RekeyIkeTask.build for why).
+    chosen = select_proposal(offered, numbered([sa.proposal])) if sa.proposal else None
+    chosen = chosen or select_proposal(offered, numbered(s.config.ike_proposals))
     if chosen is None:
         s.emit(ev.NegotiationFailed("IKE SA rekey: no proposal chosen"))
         return [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
@@ -61,8 +62,13 @@ def offers(proposals: list[Proposal]) -> str:
     return ", ".join(describe(p) for p in proposals) or "none"
 
 
+@functools.lru_cache(maxsize=1024)  # parsing the text address costs more than the hash
+def _packed(ip: str) -> bytes:
+    return ipaddress.ip_address(ip).packed
+
+
 def nat_hash(spi_i: bytes, spi_r: bytes, addr: tuple[str, int]) -> bytes:
-    ip = ipaddress.ip_address(addr[0]).packed
+    ip = _packed(addr[0])
     return hashlib.sha1(spi_i + spi_r + ip + addr[1].to_bytes(2, "big")).digest()  # noqa: S324 - RFC 7296 mandates SHA-1 here
 
 
@@ -379,6 +385,8 @@ def respond_init(
         NoncePayload(sa.nr),
         *our_nat_notifies(s, sa.spi_i, sa.spi_r, s.local_addr, addr),
         *capability_notifies(s),
+        # We accept an IKE_AUTH without a Child SA; strongSwan's childless=force needs this.
+        NotifyPayload(NotifyType.CHILDLESS_IKEV2_SUPPORTED),  # RFC 6023 §3
         *certreq_payloads(s),
     ]
     raw = _answer(s, hdr, payloads, sa.spi_r)

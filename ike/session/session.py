@@ -444,9 +444,16 @@ class IkeSession:
         sa.next_request_id += 1
         self.send_raw(datagrams, self.remote_addr)
 
+    def _give_up_at(self, p: Pending) -> float:
+        """``give_up`` seconds after the request was first sent, or after the peer's last
+        sign of life when that came earlier: a liveness check sent after ``dpd_interval``
+        of silence declares the peer dead ``give_up`` (the site's dpd_timeout) seconds
+        after it went silent, not ``dpd_interval`` later."""
+        return min(p.first_sent, self.last_peer_activity) + self.config.retransmit.give_up
+
     def _retransmit(self, sa: IkeSa, p: Pending, now: float) -> None:
         policy = self.config.retransmit
-        deadline = p.first_sent + policy.give_up
+        deadline = self._give_up_at(p)
         if now >= deadline:
             sa.pending = None
             if sa is self.sa:

@@ -6,64 +6,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from ike.constants import EncrId, HeaderFlag, IntegId, KeId, TransformType
+from ike.constants import HeaderFlag
 from ike.crypto.base import Prf, RandomSource, SkCrypto
 from ike.crypto.keymat import IkeKeys
-from ike.crypto.prf import get_prf
-from ike.crypto.sk import make_sk_crypto
+from ike.crypto.suite import ChildSuite, IkeSuite
 from ike.fragments import Reassembler
 from ike.payloads import Proposal, TrafficSelector
-
-
-@dataclass(frozen=True)
-class IkeSuite:
-    """The algorithms of a chosen IKE proposal."""
-
-    encr_id: int
-    key_bits: int | None
-    integ_id: int
-    prf_id: int
-    ke_group: int
-
-    @classmethod
-    def from_proposal(cls, p: Proposal) -> IkeSuite:
-        encr = p.of_type(TransformType.ENCR)[0]
-        integ = p.of_type(TransformType.INTEG)
-        ke = p.of_type(TransformType.KE)
-        return cls(
-            encr.id,
-            encr.key_length,
-            integ[0].id if integ else IntegId.NONE,
-            p.of_type(TransformType.PRF)[0].id,
-            ke[0].id if ke else KeId.NONE,
-        )
-
-
-@dataclass(frozen=True)
-class EspSuite:
-    encr_id: int
-    key_bits: int | None
-    integ_id: int
-    esn: bool
-    ke_group: int
-
-    @classmethod
-    def from_proposal(cls, p: Proposal) -> EspSuite:
-        encr = p.of_type(TransformType.ENCR)[0]
-        integ = p.of_type(TransformType.INTEG)
-        esn = p.of_type(TransformType.ESN)
-        ke = p.of_type(TransformType.KE)
-        return cls(
-            encr.id,
-            encr.key_length,
-            integ[0].id if integ else IntegId.NONE,
-            bool(esn and esn[0].id == 1),
-            ke[0].id if ke else KeId.NONE,
-        )
-
-    @property
-    def aead(self) -> bool:
-        return self.encr_id in (EncrId.AES_GCM_16, EncrId.CHACHA20_POLY1305)
 
 
 class IkeSaKeys:
@@ -71,7 +19,7 @@ class IkeSaKeys:
 
     def __init__(self, suite: IkeSuite, keys: IkeKeys, we_initiated: bool, rng: RandomSource):
         self.suite = suite
-        self.prf: Prf = get_prf(suite.prf_id)
+        self.prf: Prf = suite.prf
         self.sk_d = keys.sk_d
         if we_initiated:
             self.sk_p_ours, self.sk_p_peer = keys.sk_pi, keys.sk_pr
@@ -79,12 +27,8 @@ class IkeSaKeys:
         else:
             self.sk_p_ours, self.sk_p_peer = keys.sk_pr, keys.sk_pi
             out_e, out_a, in_e, in_a = keys.sk_er, keys.sk_ar, keys.sk_ei, keys.sk_ai
-        self.crypto_out: SkCrypto = make_sk_crypto(
-            suite.encr_id, suite.key_bits, suite.integ_id, out_e, out_a, rng
-        )
-        self.crypto_in: SkCrypto = make_sk_crypto(
-            suite.encr_id, suite.key_bits, suite.integ_id, in_e, in_a, rng
-        )
+        self.crypto_out: SkCrypto = suite.sk_crypto(out_e, out_a, rng)
+        self.crypto_in: SkCrypto = suite.sk_crypto(in_e, in_a, rng)
 
     def __repr__(self) -> str:
         return f"IkeSaKeys({self.suite})"
@@ -138,7 +82,7 @@ class ChildSa:
     name: str
     spi_in: int
     spi_out: int
-    suite: EspSuite
+    suite: ChildSuite
     proposal_text: str
     local_ts: tuple[TrafficSelector, ...]
     remote_ts: tuple[TrafficSelector, ...]

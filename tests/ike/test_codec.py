@@ -9,6 +9,7 @@ import pytest
 from scapy.contrib import ikev2 as S
 
 from ike.codec import (
+    MAX_ATTRIBUTES,
     Header,
     UnsupportedVersion,
     decode,
@@ -59,6 +60,7 @@ from ike.payloads import (
     SkPayload,
     TrafficSelector,
     Transform,
+    TransformAttribute,
     TsPayload,
     UnknownPayload,
     VendorPayload,
@@ -363,15 +365,40 @@ def _sa_with_attrs(attrs: bytes) -> bytes:
     return wire((PayloadType.SA, struct.pack("!BBHBBBB", 0, 0, 8 + len(xform), 1, 1, 0, 1) + xform))
 
 
-def test_unknown_attributes_are_skipped():
+def test_unknown_attributes_are_recorded_and_re_encoded_exactly():
     attrs = (
         struct.pack("!HH", 0x8000 | 99, 7)  # unknown TV
         + struct.pack("!HH", 98, 3) + b"abc"  # unknown TLV
         + struct.pack("!HH", 0x800E, 192)
         + struct.pack("!HH", 97, 0)  # empty TLV
     )  # fmt: skip
-    t = decode(_sa_with_attrs(attrs)).payloads[0].proposals[0].transforms[0]
-    assert t == Transform(TransformType.ENCR, EncrId.AES_CBC, 192)
+    raw = _sa_with_attrs(attrs)
+    t = decode(raw).payloads[0].proposals[0].transforms[0]
+    assert t == Transform(
+        TransformType.ENCR,
+        EncrId.AES_CBC,
+        192,
+        (TransformAttribute(99, 7), TransformAttribute(98, b"abc"), TransformAttribute(97, b"")),
+    )
+    assert t.key_length_at == 2  # KEY_LENGTH came third on the wire
+    assert encode(decode(raw)) == raw  # order and TV/TLV formats kept
+
+
+@pytest.mark.parametrize("key_length_first", [True, False])
+def test_unknown_attribute_order_round_trips(key_length_first):
+    unknown = struct.pack("!HH", 0x8000 | 99, 7)
+    key_length = struct.pack("!HH", 0x800E, 256)
+    raw = _sa_with_attrs(key_length + unknown if key_length_first else unknown + key_length)
+    assert encode(decode(raw)) == raw
+    assert encode(decode(_sa_with_attrs(unknown))) == _sa_with_attrs(unknown)  # no KEY_LENGTH
+
+
+def test_too_many_attributes():
+    ok = struct.pack("!HH", 0x8000 | 99, 7) * MAX_ATTRIBUTES
+    assert len(decode(_sa_with_attrs(ok)).payloads[0].proposals[0].transforms[0].
+               unknown_attributes) == MAX_ATTRIBUTES  # fmt: skip
+    with pytest.raises(DecodeError):
+        decode(_sa_with_attrs(ok + struct.pack("!HH", 0x800E, 128)))
 
 
 @pytest.mark.parametrize(
@@ -569,6 +596,10 @@ BAD_FOR_ENCODE = [
     SaPayload([]),
     SaPayload([Proposal(1, ProtocolId.ESP, b"abc", [])]),
     SaPayload([Proposal(1, ProtocolId.IKE, b"", [Transform(1, 12, 70000)])]),
+    SaPayload([Proposal(1, 1, b"", [Transform(1, 12, None, (TransformAttribute(14, 1),))])]),
+    SaPayload([Proposal(1, 1, b"", [Transform(1, 12, None, (TransformAttribute(1 << 15, 1),))])]),
+    SaPayload([Proposal(1, 1, b"", [Transform(1, 12, None, (TransformAttribute(9, 1 << 16),))])]),
+    SaPayload([Proposal(1, 1, b"", [Transform(1, 12, None, (TransformAttribute(9, b"x"),) * 17)])]),
     NotifyPayload(NotifyType.REKEY_SA, b"", ProtocolId.ESP, b"abc"),
     DeletePayload(ProtocolId.IKE, [b"abcd"]),
     DeletePayload(ProtocolId.ESP, [b"abcdefgh"]),

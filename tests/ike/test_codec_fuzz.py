@@ -17,7 +17,7 @@ from ike.codec import (
     encode_protected,
     open_protected,
 )
-from ike.constants import PayloadType, ProtocolId, TransformType, TsType
+from ike.constants import PayloadType, ProtocolId, TransformAttr, TransformType, TsType
 from ike.errors import CryptoError, DecodeError
 from ike.payloads import (
     AuthPayload,
@@ -38,6 +38,7 @@ from ike.payloads import (
     SkPayload,
     TrafficSelector,
     Transform,
+    TransformAttribute,
     TsPayload,
     UnknownPayload,
     VendorPayload,
@@ -54,11 +55,18 @@ u16 = st.integers(0, 0xFFFF)
 blob = st.binary(max_size=64)
 spi = st.sampled_from([0, 4, 8]).flatmap(lambda n: st.binary(min_size=n, max_size=n))
 
+attributes = st.builds(
+    TransformAttribute,
+    st.integers(0, 0x7FFF).filter(lambda t: t != TransformAttr.KEY_LENGTH),
+    u16 | st.binary(max_size=8),
+)
 transforms = st.builds(
     Transform,
     type=st.sampled_from(list(TransformType)) | u8,
     id=u16,
     key_length=st.none() | u16,
+    unknown_attributes=st.lists(attributes, max_size=3).map(tuple),
+    key_length_at=st.integers(0, 3),
 )
 proposals = st.builds(
     Proposal, num=u8, protocol=u8, spi=spi, transforms=st.lists(transforms, max_size=6)

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
-from ike.constants import EncrId, EsnId, IntegId, KeId, PrfId, ProtocolId, TransformType
+from ike.codec import decode_payloads, encode_payloads
+from ike.constants import (
+    EncrId,
+    EsnId,
+    IntegId,
+    KeId,
+    PayloadType,
+    PrfId,
+    ProtocolId,
+    TransformType,
+)
 from ike.crypto.ke import mlkem_supported
 from ike.crypto.proposals import (
     DEFAULT_ESP_PROPOSALS,
@@ -17,7 +29,7 @@ from ike.crypto.proposals import (
 )
 from ike.crypto.suite import ChildSuite, IkeSuite
 from ike.errors import ProposalError
-from ike.payloads import Proposal, Transform
+from ike.payloads import Proposal, SaPayload, Transform, TransformAttribute
 
 T = TransformType
 IKE, ESP = ProtocolId.IKE, ProtocolId.ESP
@@ -253,6 +265,61 @@ def test_select_ignores_unknown_transforms() -> None:
     odd.transforms.append(Transform(77, 0))
     chosen = select_proposal([odd], [ike("aes256gcm16-prfsha256-ecp256")])
     assert chosen is not None and Transform(77, 0) in chosen.transforms
+
+
+def _with_attribute(t: Transform) -> Transform:
+    return Transform(t.type, t.id, t.key_length, (TransformAttribute(17, 1),))
+
+
+def test_select_rejects_transforms_with_unknown_attributes() -> None:
+    ours = [ike("aes256gcm16-prfsha256-ecp256-x25519")]
+    offer = ike("aes256gcm16-prfsha256-x25519-ecp256")
+    # RFC 7296 §3.3.6: the preferred ECP_256 is unusable; the other group still counts.
+    offer.transforms[3] = _with_attribute(offer.transforms[3])
+    chosen = select_proposal([offer], ours)
+    assert chosen is not None and describe(chosen) == "AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519"
+    # The only ENCR is unusable: the proposal cannot match, the next one can.
+    lone = ike("aes256gcm16-prfsha256-ecp256")
+    lone.transforms[0] = _with_attribute(lone.transforms[0])
+    assert select_proposal([lone], ours) is None
+    fallback = ike("aes256gcm16-prfsha256-ecp256")
+    fallback.num = 2
+    chosen = select_proposal([lone, fallback], ours)
+    assert chosen is not None and chosen.num == 2
+    # Not even as the NONE option of a type we do not use.
+    optional = ike("aes256gcm16-prfsha256-ecp256")
+    optional.transforms.append(_with_attribute(Transform(77, 0)))
+    assert select_proposal([optional], ours) is None
+
+
+def test_unknown_attribute_from_the_wire_makes_transform_unusable() -> None:
+    ours = [ike("aes256gcm16-prfsha256-ecp256")]
+    offer = ike("aes256gcm16-prfsha256-ecp256")
+    encoded = encode_payloads([SaPayload([offer])])[1]
+    assert select_proposal(decode_payloads(PayloadType.SA, encoded)[0].proposals, ours)
+    # The same proposal with one TV attribute (type 17) behind ENCR's KEY_LENGTH.
+    key_length = struct.pack("!HH", 0x800E, 256)
+    patched = encoded.replace(key_length, key_length + struct.pack("!HH", 0x8011, 1))
+    patched = _fix_lengths(patched, 4)
+    (sa,) = decode_payloads(PayloadType.SA, patched)
+    assert sa.proposals[0].transforms[0].unknown_attributes == (TransformAttribute(17, 1),)
+    assert select_proposal(sa.proposals, ours) is None
+
+
+def _fix_lengths(sa_body: bytes, grew: int) -> bytes:
+    """Add ``grew`` to the SA payload, proposal and first transform length fields."""
+    buf = bytearray(sa_body)
+    for at in (2, 4 + 2, 4 + 8 + 2):  # payload header, proposal header, first transform
+        buf[at : at + 2] = (int.from_bytes(buf[at : at + 2], "big") + grew).to_bytes(2, "big")
+    return bytes(buf)
+
+
+def test_check_choice_rejects_unknown_attributes() -> None:
+    ours = parse_proposals(["aes256gcm16-prfsha256-ecp256"], IKE)
+    chosen = Proposal(1, IKE, b"", list(ours[0].transforms))
+    assert check_choice(chosen, ours)
+    chosen.transforms[2] = _with_attribute(chosen.transforms[2])
+    assert not check_choice(chosen, ours)
 
 
 def test_select_esp_carries_peer_spi_and_esn() -> None:

@@ -108,6 +108,25 @@ def test_certificate_without_the_claimed_identity_is_refused() -> None:
     assert "does not contain" in p.of("r", ev.AuthFailed)[0].reason
 
 
+def test_initiator_refusing_the_responders_certificate_reports_one_ike_sa_down() -> None:
+    """Found against strongSwan (tests/netns/test_interop_s2s.py): the initiator refusing
+    the responder's certificate closed the session, then reopened it to send DELETE, and
+    reported IkeSaDown twice. Now: one AuthFailed, one DELETE, one IkeSaDown."""
+    rogue = pki.make_ca("CN=Rogue Root", "p256")
+    p, _ = cert_pair(
+        "p256", "hub.example.net", "branch.example.net", trust_i=TrustStore([rogue.cert])
+    )
+    p.connect()
+    p.advance(60)
+    (failed,) = p.of("i", ev.AuthFailed)
+    assert "unknown CA" in failed.reason, failed
+    (down,) = p.of("i", ev.IkeSaDown)
+    assert down.reason == "authentication failed: " + failed.reason
+    assert p.i.state is State.CLOSED
+    # The responder had authenticated us; our DELETE told it.
+    assert [e.reason for e in p.of("r", ev.IkeSaDown)] == ["deleted by peer"]
+
+
 # ------------------------------------------------------------------ collisions
 
 

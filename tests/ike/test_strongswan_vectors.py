@@ -14,8 +14,8 @@ from ike.constants import ExchangeType, PayloadType
 from ike.crypto.keymat import derive_ike_keys, key_lengths
 from ike.crypto.prf import get_prf
 from ike.crypto.sk import make_sk_crypto
+from ike.crypto.suite import IkeSuite
 from ike.payloads import IdPayload, KePayload, NoncePayload, SaPayload
-from ike.session.state import IkeSuite
 
 VECTORS = sorted((Path(__file__).parent / "vectors").glob("strongswan-*"))
 

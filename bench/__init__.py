@@ -1,0 +1,1 @@
+"""Benchmarks: measurements, not tests. ``python -m bench`` (make bench) runs them all."""
