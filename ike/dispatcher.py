@@ -50,6 +50,7 @@ class Dispatcher:
         self.max_replies = max_replies  # bound on undrained ``replies``
         self.by_spi: dict[bytes, IkeSession] = {}  # our SPI (spi_i if we initiated, else spi_r)
         self.half_open: dict[tuple[bytes, Address], IkeSession] = {}
+        self._spis_of: dict[IkeSession, set[bytes]] = {}  # what register() put in by_spi
         self.drops: Counter[str] = Counter()
         # Stateless answers (cookies, INVALID_MAJOR_VERSION). local_port 0: send from the
         # socket the request came in on.
@@ -70,13 +71,19 @@ class Dispatcher:
         ours = sa.spi_i if sa.initiator else sa.spi_r
         if any(c == 0 for c in [len(ours)]) or ours == bytes(8):
             return
-        self.by_spi[ours] = session
-        for old in session.retiring:
-            self.by_spi[old.spi_i if old.initiator else old.spi_r] = session
+        current = {ours, *(old.spi_i if old.initiator else old.spi_r for old in session.retiring)}
+        # SPIs of IKE SAs rekeyed away and deleted: drop them, or the table grows forever.
+        for spi in self._spis_of.get(session, set()) - current:
+            if self.by_spi.get(spi) is session:
+                del self.by_spi[spi]
+        for spi in current:
+            self.by_spi[spi] = session
+        self._spis_of[session] = current
 
     def forget(self, session: IkeSession) -> None:
-        for spi in [k for k, v in self.by_spi.items() if v is session]:
-            del self.by_spi[spi]
+        for spi in self._spis_of.pop(session, set()):
+            if self.by_spi.get(spi) is session:
+                del self.by_spi[spi]
         for key in [k for k, v in self.half_open.items() if v is session]:
             del self.half_open[key]
 

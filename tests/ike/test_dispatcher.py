@@ -128,3 +128,19 @@ def test_version_2_exchange_unaffected() -> None:
     established(p)
     assert decode_header(p.wire.log[0][1]).version == 0x20
     assert p.dispatcher.drops["unsupported_version"] == 0
+
+
+def test_ike_rekeys_do_not_grow_the_spi_table() -> None:
+    """Each IKE rekey adds our new SPI; the old one must go once its SA is deleted."""
+    pair = Pair()
+    pair.connect()
+    for _ in range(3):
+        pair.i.rekey_ike(pair.now)
+        pair.run()
+        pair.advance(1)
+    assert pair.r.retiring == []
+    assert pair.r.sa is not None
+    mine = sorted(spi for spi, s in pair.dispatcher.by_spi.items() if s is pair.r)
+    assert mine == [pair.r.sa.spi_r]
+    pair.dispatcher.forget(pair.r)
+    assert pair.r not in pair.dispatcher.by_spi.values()
