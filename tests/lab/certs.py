@@ -49,7 +49,7 @@ def _new_key(key_type: str) -> Key:
     raise ValueError(f"key_type must be one of {KEY_TYPES}")
 
 
-def _digest(key: object) -> hashes.HashAlgorithm | None:
+def _digest(key: object) -> hashes.SHA256 | hashes.SHA384 | None:
     """The hash a CA signs with: none for Ed25519, SHA-384 for P-384, else SHA-256."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None
