@@ -53,6 +53,11 @@ def _hex(spi: int) -> str:
     return f"{spi:08x}"
 
 
+def _local_port(s: IkeSession) -> int:
+    """The port the session sends from now: nat_t_port once it floated (NAT detected)."""
+    return s.config.nat_t_port if s.use_nat_t_port else s.local_addr[1]
+
+
 class SiteRunner:
     def __init__(self, gw: Services, site: Site, session_config: SessionConfig, fingerprint: str):
         self.gw = gw
@@ -520,7 +525,7 @@ class SiteRunner:
                 "role": "initiator" if sa.initiator else "responder",
                 "state": active.state.value,
                 "proposal": info.proposal if info else None,
-                "local": f"{active.local_addr[0]}:{active.local_addr[1]}",
+                "local": f"{active.local_addr[0]}:{_local_port(active)}",
                 "remote": f"{active.remote_addr[0]}:{active.remote_addr[1]}",
                 "remote_id": info.remote_id if info else None,
                 "nat_local": active.nat_local,
