@@ -30,6 +30,7 @@ from gatewayd.ikeconf import Credentials, session_config
 from gatewayd.kernel import KernelRoutes
 from gatewayd.logging import configure_logging, get_logger
 from gatewayd.netio import EndpointError, Endpoints, open_endpoints
+from gatewayd.pump import pump
 from gatewayd.site import SiteRunner
 from gatewayd.status import gateway_status, routes_status
 from ike.dispatcher import Dispatcher
@@ -325,27 +326,18 @@ class GatewayDaemon:
 
     def service(self, s: IkeSession) -> None:
         """After anything touched a session: send, handle events, re-arm its timer."""
-        for _ in range(64):  # event handlers may act on the session again; bounded
-            datagrams = s.datagrams_to_send()
-            events = []
-            while (e := s.next_event()) is not None:
-                events.append(e)
-            if not datagrams and not events:
-                break
-            for d in datagrams:
-                self._send(d)
-            for e in events:
-                try:
-                    self._on_event(s, e)
-                except Exception:  # one bad event must not cost other tunnels anything
-                    log.exception(
-                        "event handling failed", site=s.config.name, ike_event=type(e).__name__
-                    )
+        pump(s, self._send, self._on_event_safely)
         self.dispatcher.after(s)
         if s.state is State.CLOSED:
             self._closed(s)
         else:
             self._arm_timer(s)
+
+    def _on_event_safely(self, s: IkeSession, e: Any) -> None:
+        try:
+            self._on_event(s, e)
+        except Exception:  # one bad event must not cost other tunnels anything
+            log.exception("event handling failed", site=s.config.name, ike_event=type(e).__name__)
 
     def _on_event(self, s: IkeSession, e: Any) -> None:
         runner = self.sessions.get(s)

@@ -30,6 +30,7 @@ from esp.sadb import SaDatabase
 from gatewayd.config import Config, parse_config
 from gatewayd.ikeconf import Credentials, session_config
 from gatewayd.netio import Endpoints
+from gatewayd.pump import pump
 from gatewayd.site import Services, SiteRunner
 from ike.dispatcher import Dispatcher
 from ike.session import IkeSession
@@ -258,17 +259,7 @@ class Gw:
             site.sessions.append(session)
 
     def service(self, s: IkeSession) -> None:
-        for _ in range(64):
-            datagrams = s.datagrams_to_send()
-            events = []
-            while (e := s.next_event()) is not None:
-                events.append(e)
-            if not datagrams and not events:
-                break
-            for d in datagrams:
-                self._send(d)
-            for e in events:
-                self._on_event(s, e)
+        pump(s, self._send, self._on_event)
         self.dispatcher.after(s)
         if s.state is State.CLOSED:
             runner = self.sessions.pop(s, None)
