@@ -9,7 +9,7 @@ help:
 	@echo "make demo      set everything up and show a live encrypted tunnel (root)"
 	@echo "make test      run the whole test suite (root for namespace/interop tests)"
 	@echo "make lint      ruff"
-	@echo "make bench     benchmarks"
+	@echo "make bench     benchmarks: ESP and IKE micro, data path vs strongSwan/wireguard-go (root)"
 
 deps:
 	bash tools/install-deps.sh

@@ -1,31 +1,37 @@
 """python -m bench [SECTION ...]: run benchmark sections, print one table, save the results.
 
-Each section is a function returning {case: {metric: number}}. Its results replace that
-section in bench/results.json; the sections not run keep what they had.
+Each section is a function returning {case: {metric: number}} or a ``bench.section.Report``
+(rows, details, its own table). Its results replace that section in bench/results.json
+(``BENCH_RESULTS`` names another file); the sections not run keep what they had. Every
+saved section records the machine it ran on.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from bench import esp_micro, ike_setup
+from bench import datapath, esp_micro, ike_setup
+from bench.machine import machine_info
+from bench.section import Report, Rows
 
-Rows = dict[str, dict[str, float | int]]
-RESULTS = Path(__file__).resolve().parent / "results.json"
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).resolve().parent / "results.json")
 
-# The registry: add a section here (e.g. the namespace data-path benchmark).
-SECTIONS: dict[str, Callable[[], Rows]] = {
+# The registry: add a section here.
+SECTIONS: dict[str, Callable[[], Rows | Report]] = {
     "esp_micro": esp_micro.run,
     "ike_setup": ike_setup.run,
+    "datapath": datapath.run,
 }
 
 
-def save(results: dict[str, Rows]) -> None:
+def save(results: dict[str, Report]) -> None:
     try:
         saved = json.loads(RESULTS.read_text())
     except (OSError, ValueError):
@@ -33,18 +39,29 @@ def save(results: dict[str, Rows]) -> None:
     if not isinstance(saved, dict):
         saved = {}
     when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    for name, rows in results.items():
-        saved[name] = {"measured_at": when, "python": platform.python_version(), "results": rows}
+    machine = machine_info()
+    for name, report in results.items():
+        entry: dict[str, Any] = {"measured_at": when, "python": platform.python_version()}
+        entry |= {"machine": machine, **report.details, "results": report.rows}
+        saved[name] = entry
     RESULTS.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
 
-def table(results: dict[str, Rows]) -> str:
+def _fmt(value: float | int | str) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+def table(results: dict[str, Report]) -> str:
     lines = [f"{'section':12s} {'case':32s} results", "-" * 96]
-    for name, rows in results.items():
-        for case, metrics in rows.items():
-            values = "  ".join(f"{k} {v:g}" for k, v in metrics.items())
+    for name, report in results.items():
+        if report.text:
+            continue
+        for case, metrics in report.rows.items():
+            values = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
             lines.append(f"{name:12s} {case:32s} {values}")
-    return "\n".join(lines)
+    own = [f"{name}:\n{report.text}" for name, report in results.items() if report.text]
+    generic = "\n".join(lines) if len(lines) > 2 else ""
+    return "\n\n".join(part for part in (generic, *own) if part)
 
 
 def main() -> None:
@@ -55,10 +72,11 @@ def main() -> None:
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s): {', '.join(unknown)}")
-    results: dict[str, Rows] = {}
+    results: dict[str, Report] = {}
     for name in names:
         print(f"== {name}", flush=True)
-        results[name] = SECTIONS[name]()
+        out = SECTIONS[name]()
+        results[name] = out if isinstance(out, Report) else Report(out)
     print()
     print(table(results))
     save(results)
