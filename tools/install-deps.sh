@@ -12,6 +12,7 @@ set -euo pipefail
 REQUIRED=(
     strongswan-swanctl charon-systemd libcharon-extra-plugins libstrongswan-extra-plugins
     strongswan-pki iproute2 iputils-ping nftables tcpdump iperf3 procps
+    docker-compose
     python3 python3-venv python3-pip
 )
 # For the benchmark's WireGuard baseline; both exist in bookworm (wireguard-go is
@@ -113,7 +114,7 @@ if [ "$want_python" -eq 1 ]; then
 fi
 
 # Report what the lab checks for, so a broken install shows here and not in a test.
-for cmd in /usr/sbin/charon-systemd swanctl pki ip nft tcpdump iperf3 ping; do
+for cmd in /usr/sbin/charon-systemd swanctl pki ip nft tcpdump iperf3 ping docker-compose; do
     command -v "$cmd" >/dev/null || { log "ERROR: $cmd not found after install"; exit 1; }
 done
 [ -f /etc/strongswan.d/charon/kernel-libipsec.conf ] || {
