@@ -14,13 +14,16 @@ from ike.errors import AuthenticationError, IkeError
 from ike.payloads import (
     AuthPayload,
     CertPayload,
+    EapPayload,
     IdPayload,
     Message,
     NotifyPayload,
     Payload,
 )
 from ike.session import child as child_ex
+from ike.session import eap as eap_ex
 from ike.session import events as ev
+from ike.session import vip
 from ike.session.config import SessionConfig
 from ike.session.init import certreq_payloads
 from ike.session.session import State, Task, error_notify
@@ -104,8 +107,12 @@ class AuthTask(Task):
         payloads += certreq_payloads(s)
         if not cfg.remote_id.is_any:
             payloads.append(cfg.remote_id.to_payload(PayloadType.IDr))
-        octets = signed_octets(s.init.request, sa.nr, sa.keys.prf, sa.keys.sk_p_ours, idi.body())
-        payloads.append(_auth_payload(s, sa, octets))
+        if cfg.eap_password is None:  # an EAP client sends AUTH only after EAP (§2.16)
+            octets = signed_octets(
+                s.init.request, sa.nr, sa.keys.prf, sa.keys.sk_p_ours, idi.body()
+            )
+            payloads.append(_auth_payload(s, sa, octets))
+        payloads += vip.request_payloads(s)
         if cfg.children:
             self.child_req, child_payloads = child_ex.build_request(
                 s, cfg.children[0], ike_auth=True
@@ -115,12 +122,12 @@ class AuthTask(Task):
 
     def on_response(self, s: IkeSession, sa: IkeSa, msg: Message, raw: bytes, now: float) -> None:
         if msg.notify(NotifyType.AUTHENTICATION_FAILED) is not None:
-            _auth_failed(s, "peer refused our authentication (AUTHENTICATION_FAILED)", now)
+            fail(s, "peer refused our authentication (AUTHENTICATION_FAILED)", now)
             return
         id_p = msg.get(IdPayload, PayloadType.IDr)
         if id_p is None:
             reason = error_notify(msg) or "no reason"
-            _auth_failed(s, f"IKE_AUTH response without IDr ({reason})", now)
+            fail(s, f"IKE_AUTH response without IDr ({reason})", now)
             return
         assert sa.keys is not None
         octets = signed_octets(s.init.response, sa.ni, sa.keys.prf, sa.keys.sk_p_peer, id_p.body())
@@ -132,17 +139,35 @@ class AuthTask(Task):
             # DELETING first: _auth_failed then leaves the session open for the DELETE,
             # whose end closes it once (closing here too reported IkeSaDown twice).
             s.state = State.DELETING
-            _auth_failed(s, str(e), now)
+            fail(s, str(e), now)
             s.start_task(sa, DeleteIkeTask("authentication failed", quiet=True), now)
             return
-        established(s, sa, now)
-        if self.child_req is not None:
-            child_ex.finish_request(s, sa, self.child_req, msg, None, sa.ni, sa.nr, now)
-        for extra in s.config.children[1:]:
-            s.enqueue(child_ex.CreateChildTask(extra), now)
+        eap_p = msg.get(EapPayload)
+        client = eap_ex.client_for(s)
+        if client is not None and eap_p is not None:
+            try:
+                answer = client.step(eap_p.data)
+            except AuthenticationError as e:
+                fail(s, str(e), now)
+                return
+            s.enqueue(eap_ex.EapTask(client, answer, self.child_req, octets), now, front=True)
+            return
+        complete(s, sa, msg, self.child_req, now)
 
 
-def _auth_failed(s: IkeSession, reason: str, now: float) -> None:
+def complete(
+    s: IkeSession, sa: IkeSa, msg: Message, child_req: child_ex.ChildRequest | None, now: float
+) -> None:
+    """The initiator's IKE_AUTH is done: the SA is up, then its virtual IP and first child."""
+    established(s, sa, now)
+    vip.finish(s, msg)
+    if child_req is not None:
+        child_ex.finish_request(s, sa, child_req, msg, None, sa.ni, sa.nr, now)
+    for extra in s.config.children[1:]:
+        s.enqueue(child_ex.CreateChildTask(extra), now)
+
+
+def fail(s: IkeSession, reason: str, now: float) -> None:
     s.emit(ev.AuthFailed(reason))
     s.close_reason = "authentication failed: " + reason
     if s.state is not State.DELETING:
@@ -182,6 +207,8 @@ def respond(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]
     """The responder's IKE_AUTH: authenticate the peer, pick the config, answer."""
     if s.state is not State.CONNECTING or s.init is None:
         return [NotifyPayload(NotifyType.INVALID_SYNTAX)]
+    if s.eap is not None:
+        return eap_ex.respond_round(s, sa, msg, now)
     assert sa.keys is not None
     id_p = msg.get(IdPayload, PayloadType.IDi)
     if id_p is None:
@@ -191,6 +218,9 @@ def respond(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]
     octets = signed_octets(s.init.request, sa.nr, sa.keys.prf, sa.keys.sk_p_peer, id_p.body())
     try:
         cfg = _resolve_config(s, id_p, msg)
+        if msg.get(AuthPayload) is None and cfg.eap_users is not None:
+            eap_p = eap_ex.start(s, sa, cfg, msg, id_p, octets)
+            return [*_responder_auth(s, sa), eap_p]
         s.remote_identity = verify_peer(s, cfg, sa, msg, id_p, octets, now)
     except (AuthenticationError, IkeError) as e:
         s.emit(ev.AuthFailed(str(e)))
@@ -198,12 +228,21 @@ def respond(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]
         s.state = State.CLOSED
         return [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)]
     s.config = cfg
-    idr = cfg.local_id.to_payload(PayloadType.IDr)
-    my_octets = signed_octets(s.init.response, sa.ni, sa.keys.prf, sa.keys.sk_p_ours, idr.body())
-    payloads: list[Payload] = [idr, *_our_credentials(s), _auth_payload(s, sa, my_octets)]
+    payloads = _responder_auth(s, sa)
     established(s, sa, now)
-    payloads += child_ex.respond_in_auth(s, sa, msg, now)
+    cp_payloads, vips, child_ok = vip.respond(s, str(s.remote_identity), msg, now)
+    payloads += cp_payloads
+    if child_ok:
+        payloads += child_ex.respond_in_auth(s, sa, msg, now, vips)
     return payloads
+
+
+def _responder_auth(s: IkeSession, sa: IkeSa) -> list[Payload]:
+    """IDr, our certificates and AUTH: the responder's proof, with or without EAP."""
+    assert sa.keys is not None
+    idr = s.config.local_id.to_payload(PayloadType.IDr)
+    octets = signed_octets(s.init.response, sa.ni, sa.keys.prf, sa.keys.sk_p_ours, idr.body())
+    return [idr, *_our_credentials(s), _auth_payload(s, sa, octets)]
 
 
 def _resolve_config(s: IkeSession, id_p: IdPayload, msg: Message) -> SessionConfig:

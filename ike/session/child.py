@@ -287,12 +287,16 @@ def _select_esp(offered: list[Proposal], cfg: ChildConfig, with_ke: bool) -> Pro
     return chosen
 
 
-def respond_in_auth(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]:
+def respond_in_auth(
+    s: IkeSession, sa: IkeSa, msg: Message, now: float, vips: tuple[Any, ...] | None = None
+) -> list[Payload]:
     sa_p = msg.get(SaPayload)
     tsi = msg.get(TsPayload, PayloadType.TSi)
     tsr = msg.get(TsPayload, PayloadType.TSr)
     if sa_p is None or tsi is None or tsr is None:
         return []  # childless IKE_AUTH (RFC 6023)
+    if vips is not None:  # a remote-access client: its side is its virtual IP (RFC 7296 §2.19)
+        tsi = TsPayload(PayloadType.TSi, tsmod.narrow(tsi.selectors, vips))
     _warn_transport(s, msg)
     answer = _answer_child(s, sa, sa_p, tsi, tsr, None, sa.ni, sa.nr, None, now, in_auth=True)
     return answer[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,15 @@ class SessionConfig:
     force_udp_encap: bool = False  # carry ESP in UDP even without a NAT (fake NAT-D)
     initial_contact: bool = True
     max_init_retries: int = 5  # INVALID_KE and COOKIE rounds before giving up
+    # Remote access (RFC 7296 §2.19). Gateway: an ike.p2s.cp.AddressProvider answering
+    # CFG_REQUEST. Client: the address families (4, 6) to ask a virtual IP for.
+    address_provider: Any = None
+    request_virtual_ip: tuple[int, ...] = ()
+    # EAP-MSCHAPv2 in IKE_AUTH (RFC 7296 §2.16). Gateway: user name -> NT hash, None if
+    # unknown; peers that send no AUTH payload then authenticate with EAP. Client: our login.
+    eap_users: Callable[[str], bytes | None] | None = None
+    eap_identity: str | None = None
+    eap_password: str | None = None
 
     def __repr__(self) -> str:  # credentials never appear in logs
         return (

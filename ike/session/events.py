@@ -119,7 +119,20 @@ class PeerDead:
 
 @dataclass(frozen=True)
 class VirtualIpAssigned:
+    """A virtual IP for a remote-access client: given by the gateway or received by a client."""
+
     address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    identity: str = ""  # the client (on the gateway: the pool key to release) or the gateway
+    dns: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
+    subnets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class VirtualIpFailed:
+    """No virtual IP (pool exhausted, INTERNAL_ADDRESS_FAILURE): no Child SA in IKE_AUTH."""
+
+    identity: str
+    reason: str
 
 
 Event = (
@@ -133,4 +146,6 @@ Event = (
     | AuthFailed
     | NegotiationFailed
     | PeerDead
+    | VirtualIpAssigned
+    | VirtualIpFailed
 )

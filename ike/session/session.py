@@ -157,6 +157,7 @@ class IkeSession:
         self.last_peer_activity = now
         self.half_open_deadline: float | None = None
         self.init: Any = None  # ike.session.init.InitState while IKE_SA_INIT runs and for AUTH
+        self.eap: Any = None  # ike.session.eap.EapState while EAP rounds run in IKE_AUTH
         self._next_child_id = 1
         self.close_reason = ""
         self.post_response: list[Callable[[float], None]] = []  # run once a response is sent

@@ -1,0 +1,1 @@
+"""Point-to-site building blocks: virtual address pools and configuration payloads."""
