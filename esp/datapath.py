@@ -10,19 +10,27 @@ Inbound, UDP port 4500 carries both ESP and IKE (RFC 3948): this loop owns that 
 reads and hands IKE messages (non-ESP marker stripped) to ``deliver_ike``, which must be
 thread-safe and bounded. Plain ESP (IP protocol 50) arrives on a raw socket.
 
-Each loop reads up to ``batch`` packets per wake-up; batching with GSO/GRO and TUN
-offloads can replace the read/write calls here without changing the shape.
+Each loop reads up to ``batch`` packets per wake-up. Offloads (``gso``/``gro``, on unless
+``GATEWAYD_OFFLOAD=off``; each falls back by itself where the kernel lacks it):
+ - UDP GRO on the 4500 socket: one recvmsg may return several datagrams of one sender
+   glued together (all ``gso_size`` bytes, the last possibly shorter); each is split off
+   and handled exactly as a datagram of its own (ESP, IKE with its marker, keepalive).
+ - UDP GSO for ESP in UDP: consecutive sealed packets of one size to one transport leave
+   in one sendmsg with a UDP_SEGMENT cmsg (the last may be shorter); the run is flushed at
+   the end of every batch, so no packet waits for the next one. Plain ESP (the raw
+   socket) stays one sendto per packet.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +38,19 @@ from esp.encap import NON_ESP_MARKER
 from esp.route_table import RouteTable
 from esp.sa import NH_IPV4, NH_IPV6, EspDrop, SequenceExhausted
 from esp.sadb import SaDatabase
+from esp.tso import (
+    GSO_NONE,
+    NEEDS_CSUM,
+    TUN_F_CSUM,
+    TUN_F_TSO4,
+    TUN_F_TSO6,
+    VNET_HDR,
+    VNET_HDR_LEN,
+    ZERO_VNET_HDR,
+    SegmentError,
+    complete_csum,
+    segment,
+)
 from esp.tun import TunDevice
 
 Address = tuple[Any, ...]
@@ -37,6 +58,26 @@ DeliverIke = Callable[[bytes, Address, int], None]  # (message, peer address, lo
 
 MAX_DATAGRAM = 65535
 _U32 = struct.Struct("!I")
+
+# <linux/udp.h>; Python's socket module lacks the names.
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS is 64 on older kernels (128 on newer)
+GSO_MAX_BYTES = 65000  # UDP payload of one GSO send: the whole must fit an IP packet
+_GSO_SIZE = struct.Struct("=H")  # UDP_SEGMENT cmsg: a native __u16
+_GRO_SIZE = struct.Struct("=i")  # UDP_GRO cmsg: a native int
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(_GRO_SIZE.size)
+_GSO_FATAL = frozenset((errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP))
+_GSO_EINVAL_STRIKES = 3  # EINVAL can be one odd batch (e.g. past the MTU); 3 = no GSO
+
+OFFLOAD_ENV = "GATEWAYD_OFFLOAD"
+
+
+def offload_from_env(environ: Any = None) -> bool:
+    """GATEWAYD_OFFLOAD: "auto" (default; use what the kernel offers) or "off"."""
+    value = (os.environ if environ is None else environ).get(OFFLOAD_ENV, "auto")
+    return value.strip().lower() not in ("off", "0", "no", "false")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +103,14 @@ class PathCounters:
     malformed_out: int = 0  # not an IPv4/IPv6 packet from the TUN device
     seq_exhausted: int = 0
     send_errors: int = 0
+    gso_sends: int = 0  # sendmsg calls carrying several datagrams (UDP GSO)
+    tso_frames: int = 0  # TUN super-packets cut into segments (vnet_hdr, experimental)
     # inbound thread
     keepalives_in: int = 0
     ike_in: int = 0  # IKE messages on port 4500 handed to the control plane
     tun_errors: int = 0
     recv_errors: int = 0
+    gro_batches: int = 0  # receives that returned several coalesced datagrams (UDP GRO)
     # either thread
     unexpected: dict[str, int] = field(default_factory=dict)
 
@@ -89,7 +133,12 @@ class DataPath:
         raw_sock: socket.socket | None,
         deliver_ike: DeliverIke,
         batch: int = 64,
+        gso: bool | None = None,
+        gro: bool | None = None,
     ) -> None:
+        """gso / gro: try UDP GSO on sends / UDP GRO on the UDP socket's receives (each
+        falls back to plain calls where the kernel refuses); False forces the plain path;
+        None (the default, what the daemon uses) follows GATEWAYD_OFFLOAD."""
         self.tun = tun
         self.sadb = sadb
         self.routes = routes
@@ -97,6 +146,18 @@ class DataPath:
         self.raw_sock = raw_sock
         self.deliver_ike = deliver_ike
         self.batch = batch
+        offload = offload_from_env()
+        self.gso = offload if gso is None else gso
+        self.gro = offload if gro is None else gro
+        self.gro_active = False  # set by start(): UDP_GRO accepted on udp_sock
+        # EXPERIMENTAL, off unless the TUN device was opened with vnet_hdr
+        # (GATEWAYD_TUN_OFFLOAD=on): every TUN packet carries a virtio_net_hdr; start()
+        # asks for TSO and the out-loop segments super-packets itself (esp.tso).
+        options = getattr(tun, "options", None)
+        self.vnet = bool(getattr(options, "vnet_hdr", False))
+        self.tun_offload_flags = 0  # what TUNSETOFFLOAD accepted
+        self._no_gso: set[socket.socket] = set()  # sockets where GSO failed for good
+        self._gso_einval: dict[socket.socket, int] = {}
         self.counters = PathCounters()
         self._udp_port = udp_sock.getsockname()[1]
         # IPv4 raw sockets deliver the IP header too; IPv6 ones do not.
@@ -110,9 +171,27 @@ class DataPath:
     def start(self) -> None:
         self._tun_fd = self.tun.fileno()
         os.set_blocking(self._tun_fd, False)
+        if self.vnet:
+            for flags in (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM, 0):
+                try:
+                    self.tun.set_offload(flags)
+                except OSError:
+                    continue
+                self.tun_offload_flags = flags
+                break
         for sock in (self.udp_sock, self.raw_sock):
             if sock is not None:
                 sock.setblocking(False)
+        self.gro_active = False
+        if self.gro:
+            try:
+                self.udp_sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+                self.gro_active = True
+            except OSError:
+                pass  # an old kernel: one datagram per receive, as before
+        else:  # a socket handed over from an earlier DataPath may still have it on
+            with contextlib.suppress(OSError):
+                self.udp_sock.setsockopt(SOL_UDP, UDP_GRO, 0)
         for name, target in (("esp-out", self._outbound_loop), ("esp-in", self._inbound_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -148,57 +227,153 @@ class DataPath:
         poller.register(self._stop_r, select.POLLIN)
         stop = self._stop_r
         read = os.read
+        read_size = MAX_DATAGRAM + (VNET_HDR_LEN + 64 if self.vnet else 0)
         batch = self.batch
-        send = self._send_one
+        c = self.counters
+        routes, sadb = self.routes, self.sadb
+        gso = self.gso
+        vnet, from_vnet = self.vnet, self._from_vnet
+        flush = self._flush_run
+        note_unexpected = self._note_unexpected
+        # The GSO run being collected: datagrams of run_size bytes (the last may be
+        # shorter) for one socket and address. The list is reused from run to run.
+        run: list[bytes] = []
+        run_sock: socket.socket | None = None
+        run_addr: Address = ()
+        run_size = run_bytes = 0
         while True:
             events = poller.poll()
             if any(f == stop for f, _ in events):
                 return
-            lookup = self.routes.snapshot.lookup_packed
+            # The control plane publishes new tables by rebinding: take them once per batch.
+            lookup = routes.snapshot.lookup_packed
+            sa_for = sadb.outbound_table.get
             for _ in range(batch):
                 try:
-                    packet = read(fd, MAX_DATAGRAM)
+                    frame = read(fd, read_size)
                 except BlockingIOError:
                     break
                 except OSError:
-                    self.counters.tun_errors += 1
+                    c.tun_errors += 1
                     break
                 try:
-                    send(packet, lookup)
+                    for packet in from_vnet(frame) if vnet else (frame,):
+                        n = len(packet)
+                        version = packet[0] >> 4 if n else 0
+                        if version == 4 and n >= 20:
+                            route = lookup(packet[16:20], packet[12:16])
+                            next_header = NH_IPV4
+                        elif version == 6 and n >= 40:
+                            route = lookup(packet[24:40], packet[8:24])
+                            next_header = NH_IPV6
+                        else:
+                            c.malformed_out += 1
+                            continue
+                        if route is None or route.target is None:
+                            c.no_route += 1
+                            continue
+                        sa = sa_for(route.target)
+                        if sa is None:
+                            c.no_sa += 1
+                            continue
+                        try:
+                            esp = sa.seal(packet, next_header)
+                        except EspDrop:
+                            continue  # counted on the SA (selector)
+                        except SequenceExhausted:
+                            c.seq_exhausted += 1
+                            continue
+                        t: Transport = sa.transport  # type: ignore[assignment]
+                        if not (gso and t.udp):
+                            try:
+                                t.sock.sendto(esp, t.addr)
+                            except OSError:
+                                c.send_errors += 1
+                            continue
+                        size = len(esp)
+                        if run:
+                            if (
+                                size <= run_size
+                                and t.sock is run_sock
+                                and t.addr == run_addr
+                                and run_bytes + size <= GSO_MAX_BYTES
+                            ):
+                                run.append(esp)
+                                run_bytes += size
+                                if size < run_size or len(run) >= GSO_MAX_SEGMENTS:
+                                    flush(run_sock, run_addr, run_size, run)  # clears run
+                                continue
+                            flush(run_sock, run_addr, run_size, run)
+                        run.append(esp)
+                        run_sock, run_addr, run_size, run_bytes = t.sock, t.addr, size, size
                 except Exception as exc:  # a bug must cost one packet, never the loop
-                    self._note_unexpected(exc)
+                    note_unexpected(exc)
+            if run:
+                try:
+                    flush(run_sock, run_addr, run_size, run)
+                except Exception as exc:
+                    run.clear()
+                    note_unexpected(exc)
 
-    def _send_one(self, packet: bytes, lookup: Callable[..., Any]) -> None:
+    def _from_vnet(self, frame: bytes) -> Sequence[bytes]:
+        """The IP packets in one frame read from a vnet_hdr TUN: a TSO super-packet cut
+        into its segments, or one packet with its partial checksum completed."""
+        if len(frame) < VNET_HDR_LEN:
+            self.counters.malformed_out += 1
+            return ()
+        flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(frame)
+        try:
+            if gso_type != GSO_NONE:
+                self.counters.tso_frames += 1
+                return segment(memoryview(frame)[VNET_HDR_LEN:], gso_type, gso_size)
+            if flags & NEEDS_CSUM:
+                packet = bytearray(frame[VNET_HDR_LEN:])
+                complete_csum(packet, csum_start, csum_offset)
+                return (bytes(packet),)
+        except SegmentError:
+            self.counters.malformed_out += 1
+            return ()
+        return (frame[VNET_HDR_LEN:],)
+
+    def _flush_run(
+        self, sock: socket.socket | None, addr: Address, size: int, run: list[bytes]
+    ) -> None:
+        """Send the collected datagrams (one sendmsg with UDP_SEGMENT when there are
+        several and the socket takes it, else one sendto each); empties ``run``."""
+        assert sock is not None
         c = self.counters
-        version = packet[0] >> 4 if packet else 0
-        if version == 4 and len(packet) >= 20:
-            route = lookup(packet[16:20], packet[12:16])
-            next_header = NH_IPV4
-        elif version == 6 and len(packet) >= 40:
-            route = lookup(packet[24:40], packet[8:24])
-            next_header = NH_IPV6
-        else:
-            c.malformed_out += 1
-            return
-        if route is None or route.target is None:
-            c.no_route += 1
-            return
-        sa = self.sadb.outbound(route.target)
-        if sa is None:
-            c.no_sa += 1
-            return
         try:
-            esp = sa.seal(packet, next_header)
-        except EspDrop:
-            return  # counted on the SA (selector)
-        except SequenceExhausted:
-            c.seq_exhausted += 1
-            return
-        t: Transport = sa.transport  # type: ignore[assignment]
-        try:
-            t.sock.sendto(esp, t.addr)
-        except OSError:
-            c.send_errors += 1
+            if len(run) > 1 and sock not in self._no_gso:
+                try:
+                    sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size))], 0, addr)
+                except OSError as exc:
+                    if not self._gso_refused(sock, exc):
+                        c.send_errors += len(run)
+                        return
+                    # else: the kernel did not take it; send them one by one below
+                else:
+                    c.gso_sends += 1
+                    return
+            for esp in run:
+                try:
+                    sock.sendto(esp, addr)
+                except OSError:
+                    c.send_errors += 1
+        finally:
+            run.clear()
+
+    def _gso_refused(self, sock: socket.socket, exc: OSError) -> bool:
+        """True if exc means "no GSO here" (then remember it for the socket)."""
+        if exc.errno in _GSO_FATAL:
+            self._no_gso.add(sock)
+            return True
+        if exc.errno == errno.EINVAL:
+            strikes = self._gso_einval.get(sock, 0) + 1
+            self._gso_einval[sock] = strikes
+            if strikes >= _GSO_EINVAL_STRIKES:
+                self._no_gso.add(sock)
+            return True
+        return False
 
     # -- inbound: network -> ESP -> TUN --------------------------------------------
 
@@ -210,21 +385,34 @@ class DataPath:
             poller.register(self.raw_sock.fileno(), select.POLLIN)
         poller.register(self._stop_r, select.POLLIN)
         stop = self._stop_r
+        drain_udp = self._drain_udp_gro if self.gro_active else self._drain_udp
         while True:
             for fd, _ in poller.poll():
                 if fd == stop:
                     return
                 try:
                     if fd == udp_fd:
-                        self._drain_udp()
+                        drain_udp()
                     else:
                         self._drain_raw()
                 except Exception as exc:
                     self._note_unexpected(exc)
 
+    def _udp_datagram(self, data: bytes | memoryview, addr: Address) -> None:
+        """One datagram from port 4500: keepalive, IKE (marker stripped) or ESP."""
+        n = len(data)
+        if n == 1 and data[0] == 0xFF:
+            self.counters.keepalives_in += 1  # RFC 3948 §2.3: ignored
+        elif n >= 4 and data[:4] == NON_ESP_MARKER:
+            self.counters.ike_in += 1
+            self.deliver_ike(bytes(data[4:]), addr, self._udp_port)
+        else:
+            self._open_and_deliver(data)
+
     def _drain_udp(self) -> None:
         recv = self.udp_sock.recvfrom
         c = self.counters
+        handle = self._udp_datagram
         for _ in range(self.batch):
             try:
                 data, addr = recv(MAX_DATAGRAM)
@@ -233,19 +421,42 @@ class DataPath:
             except OSError:
                 c.recv_errors += 1  # e.g. ICMP port unreachable reported on the socket
                 return
+            handle(data, addr)
+
+    def _drain_udp_gro(self) -> None:
+        recvmsg = self.udp_sock.recvmsg
+        c = self.counters
+        handle = self._udp_datagram
+        note_unexpected = self._note_unexpected
+        for _ in range(self.batch):
+            try:
+                data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _GRO_CMSG_SPACE)
+            except BlockingIOError:
+                return
+            except OSError:
+                c.recv_errors += 1
+                return
+            seg = 0
+            for level, kind, value in ancdata:
+                if level == SOL_UDP and kind == UDP_GRO and len(value) >= _GRO_SIZE.size:
+                    seg = _GRO_SIZE.unpack_from(value)[0]
             n = len(data)
-            if n == 1 and data[0] == 0xFF:
-                c.keepalives_in += 1  # RFC 3948 §2.3: ignored
-            elif n >= 4 and data[:4] == NON_ESP_MARKER:
-                c.ike_in += 1
-                self.deliver_ike(data[4:], addr, self._udp_port)
-            else:
-                self._open_and_deliver(data)
+            if seg <= 0 or seg >= n:
+                handle(data, addr)
+                continue
+            c.gro_batches += 1
+            view = memoryview(data)
+            for at in range(0, n, seg):
+                try:  # each datagram on its own: a failure costs that one alone
+                    handle(view[at : at + seg], addr)
+                except Exception as exc:
+                    note_unexpected(exc)
 
     def _drain_raw(self) -> None:
         assert self.raw_sock is not None
         recv = self.raw_sock.recvfrom
         strip = self._raw_has_ip_header
+        open_and_deliver = self._open_and_deliver
         for _ in range(self.batch):
             try:
                 data, _addr = recv(MAX_DATAGRAM)
@@ -258,15 +469,18 @@ class DataPath:
                 if not data:
                     self.sadb.malformed += 1
                     continue
-                data = data[(data[0] & 0x0F) * 4 :]
-            self._open_and_deliver(data)
+                data = memoryview(data)[(data[0] & 0x0F) * 4 :]
+            open_and_deliver(data)
 
-    def _open_and_deliver(self, packet: bytes) -> None:
+    def _open_and_deliver(self, packet: bytes | memoryview) -> None:
         try:
             _sa, _next_header, inner = self.sadb.open(packet)
         except EspDrop:
             return  # counted by the SA table or the SA
         try:
-            os.write(self._tun_fd, inner)
+            if self.vnet:
+                os.writev(self._tun_fd, (ZERO_VNET_HDR, inner))
+            else:
+                os.write(self._tun_fd, inner)
         except OSError:
             self.counters.tun_errors += 1

@@ -72,6 +72,12 @@ class SaDatabase:
     def outbound(self, key: Hashable) -> OutboundSa | None:
         return self._outbound.get(key)
 
+    @property
+    def outbound_table(self) -> dict[Hashable, OutboundSa]:
+        """The current outbound table, never changed once published (the packet loop
+        takes it once per batch and does one .get per packet). Do not mutate it."""
+        return self._outbound
+
     def open(self, packet: Packet) -> tuple[InboundSa, int, bytes]:
         """Find the SA by SPI and open the packet: (sa, next header, inner); EspDrop."""
         if len(packet) < 8:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 from socket import AF_INET, AF_INET6
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 
@@ -31,6 +31,7 @@ __all__ = ["MAX_PACKET", "TunClosed", "TunDevice", "TunError", "TunOptions"]
 # <linux/if_tun.h>
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
+TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
@@ -63,6 +64,22 @@ class TunOptions:
 
     vnet_hdr: bool = False
     queues: int = 1
+    # The kernel's queue in front of our reads (`ip link` qlen; 500 by default): bursts
+    # beyond it are dropped ("tx dropped") before the out-thread is scheduled. None keeps
+    # the kernel's value.
+    txqueuelen: int | None = 2000
+    # No IPv6 link-local address (addr_gen_mode none): a layer-3 TUN never needs one, and
+    # with it the kernel sends router solicitations and MLD reports into the tunnel.
+    # Configured IPv6 addresses still work.
+    link_local: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Any = None) -> TunOptions:
+        """GATEWAYD_TUN_OFFLOAD=on: vnet_hdr (the data path then switches on TSO with
+        TUNSETOFFLOAD and segments in software, esp.tso). Default off: EXPERIMENTAL."""
+        env = os.environ if environ is None else environ
+        on = env.get("GATEWAYD_TUN_OFFLOAD", "off").strip().lower() in ("on", "1", "yes", "true")
+        return cls(vnet_hdr=on)
 
     def ifr_flags(self) -> int:
         flags = IFF_TUN | IFF_NO_PI
@@ -119,13 +136,36 @@ def _attach(name: str, flags: int) -> tuple[int, str]:
     return fd, res[:IFNAMSIZ].rstrip(b"\0").decode()
 
 
-def _configure(name: str, mtu: int, addresses: Sequence[IPv4Interface | IPv6Interface]) -> int:
+IN6_ADDR_GEN_MODE_NONE = 1
+
+
+def _no_link_local(ipr: IPRoute, index: int) -> None:
+    # Before the link goes up: the link-local address is made at NETDEV_UP. A kernel
+    # without IPv6 refuses; then there is nothing to switch off.
+    spec = {
+        "attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]
+    }
+    with contextlib.suppress(Exception):
+        ipr.link("set", index=index, IFLA_AF_SPEC=spec)
+
+
+def _configure(
+    name: str,
+    mtu: int,
+    addresses: Sequence[IPv4Interface | IPv6Interface],
+    options: TunOptions | None = None,
+) -> int:
+    options = options or TunOptions()
     with IPRoute() as ipr:
         links = ipr.link_lookup(ifname=name)
         if not links:
             raise TunError(errno.ENODEV, f"TUN device {name!r} vanished after creation")
         index = int(links[0])
         ipr.link("set", index=index, mtu=mtu)
+        if options.txqueuelen is not None:
+            ipr.link("set", index=index, txqlen=options.txqueuelen)
+        if not options.link_local:
+            _no_link_local(ipr, index)
         for iface in addresses:
             # No duplicate address detection: nobody else is on a TUN, and DAD would
             # leave an IPv6 address unusable ("tentative") for a second or two.
@@ -162,8 +202,10 @@ class TunDevice:
         addresses: Sequence[IPv4Interface | IPv6Interface] = (),
         options: TunOptions | None = None,
     ) -> TunDevice:
-        """Create (or attach to) TUN device `name`, set its MTU and addresses, bring it up."""
-        options = options or TunOptions()
+        """Create (or attach to) TUN device `name`, set its MTU and addresses, bring it up.
+
+        Without options: TunOptions.from_env() (plain unless GATEWAYD_TUN_OFFLOAD=on)."""
+        options = options or TunOptions.from_env()
         if not _NAME_OK.match(name):
             raise TunError(errno.EINVAL, f"invalid interface name {name!r}")
         if not 68 <= mtu <= 65535:
@@ -172,6 +214,8 @@ class TunDevice:
             raise TunError(errno.EINVAL, f"MTU {mtu} is below IPv6's minimum of 1280")
         if options.queues < 1:
             raise TunError(errno.EINVAL, "queues must be at least 1")
+        if options.txqueuelen is not None and not 1 <= options.txqueuelen <= 1 << 20:
+            raise TunError(errno.EINVAL, f"txqueuelen {options.txqueuelen} out of range")
 
         flags = options.ifr_flags()
         fds: list[int] = []
@@ -181,7 +225,7 @@ class TunDevice:
             for _ in range(options.queues - 1):
                 fds.append(_attach(actual, flags)[0])
             try:
-                index = _in_thread_if_loop(lambda: _configure(actual, mtu, addresses))
+                index = _in_thread_if_loop(lambda: _configure(actual, mtu, addresses, options))
             except TunError:
                 raise
             except Exception as exc:
@@ -196,6 +240,11 @@ class TunDevice:
 
     def fileno(self, queue: int = 0) -> int:
         return self._fds[queue]
+
+    def set_offload(self, flags: int) -> None:
+        """TUNSETOFFLOAD on every queue (needs vnet_hdr); OSError if the kernel refuses."""
+        for fd in self._fds:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
 
     @property
     def filenos(self) -> tuple[int, ...]:

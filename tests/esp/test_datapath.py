@@ -213,8 +213,14 @@ class Rig:
         self.sadb.install_outbound(key, sa)
 
 
+@pytest.fixture(params=[True, False], ids=["offload", "plain"])
+def offload(request: pytest.FixtureRequest) -> bool:
+    """Every DataPath test runs with the offloads (UDP GSO/GRO) allowed and forced off."""
+    return bool(request.param)
+
+
 @pytest.fixture
-def rig(tun: TunDevice) -> Iterator[Rig]:
+def rig(tun: TunDevice, offload: bool) -> Iterator[Rig]:
     sadb = SaDatabase()
     routes: RouteTable[Any] = RouteTable()
     socks = [udp_socket(LOCAL), esp_socket(LOCAL), udp_socket(PEER), esp_socket(PEER)]
@@ -230,6 +236,8 @@ def rig(tun: TunDevice) -> Iterator[Rig]:
         udp_sock=socks[0],
         raw_sock=socks[1],
         deliver_ike=lambda data, addr, port: ike.put((data, addr, port)),
+        gso=offload,
+        gro=offload,
     )
     r = Rig(dp, sadb, routes, socks[0], socks[1], socks[2], socks[3], hdrincl, capture, ike)
     dp.start()
@@ -523,7 +531,14 @@ def test_a_failing_deliver_ike_costs_one_message(tun: TunDevice, rig: Rig) -> No
             raise RuntimeError("boom")
 
     dp = DataPath(
-        tun, rig.sadb, rig.routes, udp_sock=rig.udp, raw_sock=rig.esp, deliver_ike=deliver
+        tun,
+        rig.sadb,
+        rig.routes,
+        udp_sock=rig.udp,
+        raw_sock=rig.esp,
+        deliver_ike=deliver,
+        gso=rig.dp.gso,
+        gro=rig.dp.gro,
     )
     dp.start()
     try:
