@@ -123,6 +123,16 @@ class Identity:
         return cls(IdType.FQDN, _check_hostname(text, text))
 
     @classmethod
+    def expected(cls, payload: IdPayload, wanted: Identity) -> Identity:
+        """The peer's identity if it is the one configured; AuthenticationError if not."""
+        identity = cls.from_payload(payload)
+        if not wanted.matches(identity):
+            raise AuthenticationError(
+                f"peer identity '{identity}' does not match the configured '{wanted}'"
+            )
+        return identity
+
+    @classmethod
     def from_payload(cls, payload: IdPayload) -> Identity:
         """The peer's identity; AuthenticationError if its data cannot be of its type."""
         id_type = payload.id_type

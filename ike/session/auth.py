@@ -59,11 +59,7 @@ def verify_peer(
 ) -> Identity:
     """Check the peer's identity and AUTH payload; raise AuthenticationError with the reason."""
     assert sa.keys is not None
-    identity = Identity.from_payload(id_p)
-    if not cfg.remote_id.matches(identity):
-        raise AuthenticationError(
-            f"peer identity '{identity}' does not match the configured '{cfg.remote_id}'"
-        )
+    identity = Identity.expected(id_p, cfg.remote_id)
     auth_p = msg.get(AuthPayload)
     if auth_p is None:
         raise AuthenticationError("no AUTH payload (EAP is not enabled for this peer)")

@@ -58,11 +58,7 @@ def start(
 ) -> EapPayload:
     """The client asked for EAP (no AUTH payload): remember its request, ask its identity."""
     assert cfg.eap_users is not None
-    identity = Identity.from_payload(id_p)
-    if not cfg.remote_id.matches(identity):
-        raise AuthenticationError(
-            f"peer identity '{identity}' does not match the configured '{cfg.remote_id}'"
-        )
+    identity = Identity.expected(id_p, cfg.remote_id)
     s.config = cfg
     s.remote_identity = identity
     server = EapServer(cfg.eap_users, s.rng, str(cfg.local_id).encode())
