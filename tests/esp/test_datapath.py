@@ -39,7 +39,7 @@ from esp.sadb import SaDatabase  # noqa: E402
 from esp.selectors import Selector, SelectorSet  # noqa: E402
 from esp.tun import TunDevice  # noqa: E402
 from tests.esp.packets import make_params  # noqa: E402
-from tests.lab.netns import Netns  # noqa: E402
+from tests.lab.netns import entered  # noqa: E402
 from tests.lab.requires import require_root  # noqa: E402
 
 pytestmark = pytest.mark.netns
@@ -76,37 +76,31 @@ def _sh(*argv: str, stdin: bytes | None = None) -> None:
 def tun() -> Iterator[TunDevice]:
     """TUN dp0 in a private namespace that this thread has entered, routes into it."""
     require_root()
-    from pyroute2.netns import popns, pushns
-
-    with Netns("dp") as ns:
-        pushns(ns.name)
+    with entered("dp"):
+        # IPv6 only on dp0, without a link-local address or router solicitations:
+        # the kernel must put nothing into the TUN by itself, so that every counter
+        # below counts our packets alone.
+        _sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+        dev = TunDevice.open(TUN, 1400, [ipaddress.ip_interface(f"{TUN_V4}/32")])
         try:
-            # IPv6 only on dp0, without a link-local address or router solicitations:
-            # the kernel must put nothing into the TUN by itself, so that every counter
-            # below counts our packets alone.
-            _sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
-            dev = TunDevice.open(TUN, 1400, [ipaddress.ip_interface(f"{TUN_V4}/32")])
-            try:
-                _sh("ip", "link", "set", "dev", TUN, "addrgenmode", "none")
-                _sh("sysctl", "-qw", f"net.ipv6.conf.{TUN}.router_solicitations=0")
-                _sh("sysctl", "-qw", f"net.ipv6.conf.{TUN}.disable_ipv6=0")
-                _sh("ip", "-6", "addr", "add", f"{TUN_V6}/128", "dev", TUN, "nodad")
-                _sh("ip", "route", "add", "10.0.0.0/8", "dev", TUN)
-                _sh("ip", "-6", "route", "add", "fd00::/8", "dev", TUN)
-                if shutil.which("nft"):  # belt and braces against IPv6 housekeeping
-                    rules = (
-                        "table inet quiet {\n chain out {\n"
-                        "  type filter hook output priority 0;\n"
-                        f'  oifname "{TUN}" icmpv6 type {{ nd-router-solicit,'
-                        " nd-neighbor-solicit, mld-listener-report, mld2-listener-report }"
-                        " drop\n }\n}\n"
-                    )
-                    _sh("nft", "-f", "-", stdin=rules.encode())
-                yield dev
-            finally:
-                dev.close()
+            _sh("ip", "link", "set", "dev", TUN, "addrgenmode", "none")
+            _sh("sysctl", "-qw", f"net.ipv6.conf.{TUN}.router_solicitations=0")
+            _sh("sysctl", "-qw", f"net.ipv6.conf.{TUN}.disable_ipv6=0")
+            _sh("ip", "-6", "addr", "add", f"{TUN_V6}/128", "dev", TUN, "nodad")
+            _sh("ip", "route", "add", "10.0.0.0/8", "dev", TUN)
+            _sh("ip", "-6", "route", "add", "fd00::/8", "dev", TUN)
+            if shutil.which("nft"):  # belt and braces against IPv6 housekeeping
+                rules = (
+                    "table inet quiet {\n chain out {\n"
+                    "  type filter hook output priority 0;\n"
+                    f'  oifname "{TUN}" icmpv6 type {{ nd-router-solicit,'
+                    " nd-neighbor-solicit, mld-listener-report, mld2-listener-report }"
+                    " drop\n }\n}\n"
+                )
+                _sh("nft", "-f", "-", stdin=rules.encode())
+            yield dev
         finally:
-            popns()
+            dev.close()
 
 
 # ------------------------------------------------------------------ helpers

@@ -10,21 +10,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import os
-import secrets
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 from esp.tun import TunDevice
 from gatewayd.kernel import KernelRoutes, mark_socket
+from tests.lab.netns import entered
+from tests.lab.requires import require_root
 
-STRICT_ENV = "GATEWAYD_REQUIRE_INTEROP"
 TUN = "gwk0"
 TABLE = 2000
 MARK = 0x7D0
@@ -33,45 +29,15 @@ SITE_NETS = ["198.51.0.0/16", "10.2.0.0/16", "2001:db8::/32"]  # cover the peer!
 LAN_NETS = ["10.1.0.0/16", "fd01::/48"]
 
 
-def require_root() -> None:
-    why = None
-    if os.geteuid() != 0:
-        why = "not running as root"
-    elif shutil.which("ip") is None:
-        why = "iproute2 'ip' not found"
-    elif not Path("/dev/net/tun").exists():
-        why = "/dev/net/tun missing"
-    if why:
-        if os.environ.get(STRICT_ENV, "") not in ("", "0"):
-            pytest.fail(f"needs root/netns: {why} ({STRICT_ENV} is set)", pytrace=False)
-        pytest.skip(f"needs root/netns: {why}")
-
-
 def ip(*args: str) -> str:
     return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
-
-
-@contextmanager
-def inside_new_netns() -> Iterator[str]:
-    from pyroute2.netns import popns, pushns
-
-    name = f"gwkrn-{os.getpid()}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-    try:
-        pushns(name)
-        try:
-            yield name
-        finally:
-            popns()
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 @pytest.fixture
 def lab() -> Iterator[TunDevice]:
     """Namespace with uplink (veth), the gateway's LAN addresses on lo, and a TUN."""
     require_root()
-    with inside_new_netns():
+    with entered("krn"):
         ip("link", "set", "lo", "up")
         ip("addr", "add", "10.1.0.1/32", "dev", "lo")
         ip("addr", "add", "fd01::1/128", "dev", "lo")

@@ -10,15 +10,11 @@ import asyncio
 import ipaddress
 import json
 import os
-import secrets
-import shutil
 import struct
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -32,49 +28,18 @@ from esp.tun import (
     TunError,
     TunOptions,
 )
+from tests.lab.netns import entered
+from tests.lab.requires import require_root
 
-STRICT_ENV = "GATEWAYD_REQUIRE_INTEROP"
 ADDR4 = ipaddress.ip_interface("10.99.0.1/24")
 ADDR6 = ipaddress.ip_interface("fd00:99::1/64")
-
-
-def require_root() -> None:
-    why = None
-    if os.geteuid() != 0:
-        why = "not running as root"
-    elif shutil.which("ip") is None:
-        why = "iproute2 'ip' not found"
-    elif not Path("/dev/net/tun").exists():
-        why = "/dev/net/tun missing"
-    if why:
-        if os.environ.get(STRICT_ENV, "") not in ("", "0"):
-            pytest.fail(f"needs root/netns: {why} ({STRICT_ENV} is set)", pytrace=False)
-        pytest.skip(f"needs root/netns: {why}")
-
-
-@contextmanager
-def inside_new_netns() -> Iterator[str]:
-    """Create a uniquely named netns, move this thread into it, always clean up."""
-    from pyroute2.netns import popns, pushns
-
-    name = f"gwtun-{os.getpid()}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-    try:
-        pushns(name)
-        try:
-            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-            yield name
-        finally:
-            popns()
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
     require_root()
-    with inside_new_netns() as name:
-        yield name
+    with entered("tun") as ns:
+        yield ns.name
 
 
 @pytest.fixture

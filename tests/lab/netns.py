@@ -16,7 +16,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -295,6 +295,20 @@ class Netns:
         args = ["-br", "addr", "show"] + (["dev", ifname] if ifname else [])
         out = self.ip(*args)
         return [a for line in out.splitlines() for a in line.split()[2:]]
+
+
+@contextlib.contextmanager
+def entered(host: str) -> Iterator[Netns]:
+    """A new namespace this thread has entered (pyroute2 pushns), for in-process tests of
+    sockets, TUN devices and netlink; left and deleted on exit, also on failure."""
+    from pyroute2.netns import popns, pushns
+
+    with Netns(host) as ns:
+        pushns(ns.name)
+        try:
+            yield ns
+        finally:
+            popns()
 
 
 def veth(
