@@ -3,6 +3,7 @@ route-table key it serves, and what status reports about it."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +23,6 @@ def selector(ts: TrafficSelector) -> Selector:
 
 def ts_text(ts: TrafficSelector) -> str:
     """A selector as a prefix when it is one (the usual case), else as a range."""
-    import ipaddress
-
     start, end = ts.start_addr, ts.end_addr
     try:
         nets = list(ipaddress.summarize_address_range(start, end))

@@ -215,9 +215,6 @@ class GatewayDaemon:
         if site is not None and session not in site.sessions:
             site.sessions.append(session)
 
-    def _site_for_config(self, name: str) -> SiteRunner | None:
-        return self.sites.get(name)
-
     # ================================================================== IKE in/out
 
     def _deliver_from_thread(self, data: bytes, addr: Any, port: int) -> None:

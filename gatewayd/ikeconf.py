@@ -7,7 +7,6 @@ route table decides what enters it. Policy-based sites negotiate one Child SA pe
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,9 +98,3 @@ def session_config(config: Config, site: Site, creds: Credentials) -> SessionCon
 def site_source_selectors(site: Site) -> list[Selector]:
     """What inner source addresses a site may send us: its networks (anti-spoofing)."""
     return [Selector.from_network(str(net)) for net in site.networks]
-
-
-def covers(networks: tuple[Any, ...], address: str) -> bool:
-    """Is ``address`` inside one of ``networks``?"""
-    addr = ipaddress.ip_address(address)
-    return any(addr in net for net in networks)

@@ -14,6 +14,7 @@ import contextlib
 import ipaddress
 import random
 import time
+from dataclasses import replace
 from typing import Any, Protocol
 
 from esp.datapath import Transport
@@ -214,8 +215,6 @@ class SiteRunner:
     def _on_IkeSaRekeyed(self, s: IkeSession, e: ev.IkeSaRekeyed) -> None:
         old = self.ike_info.get(id(s))
         if old is not None:
-            from dataclasses import replace
-
             self.ike_info[id(s)] = replace(old, spi_i=e.spi_i, spi_r=e.spi_r, proposal=e.proposal)
         self.log.info(
             "ike_sa_rekeyed",
@@ -488,6 +487,7 @@ class SiteRunner:
 
     def housekeeping(self, now: float) -> None:
         """Once a second: liveness from ESP traffic, byte/packet limits, NAT keepalives."""
+        touched: list[IkeSession] = []  # sessions given a command; only they need service
         for rec in list(self.records.values()):
             s = rec.session
             if s.state is not State.ESTABLISHED:
@@ -499,16 +499,18 @@ class SiteRunner:
             if rec.over_hard_bytes():
                 self.log.info("child_sa_expired", spi_in=_hex(rec.info.spi_in), reason="bytes")
                 s.delete_child(rec.child_id, now)
+                touched.append(s)
             elif not rec.rekey_requested and (rec.outbound.needs_rekey or rec.inbound.needs_rekey):
                 rec.rekey_requested = True
                 s.child_limit_reached(rec.child_id, now)
+                touched.append(s)
         if now - self._last_keepalive >= KEEPALIVE_INTERVAL:
             self._last_keepalive = now
             for s in self.sessions:
                 if s.state is State.ESTABLISHED and s.nat_local and self.gw.endpoints:
                     with contextlib.suppress(OSError):
                         self.gw.endpoints.nat_t.sendto(b"\xff", s.remote_addr)
-        for s in list(self.sessions):
+        for s in dict.fromkeys(touched):
             self.gw.service(s)
 
     # ------------------------------------------------------------------ status
