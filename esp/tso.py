@@ -1,20 +1,18 @@
 """TCP segmentation in software, for a TUN device opened with IFF_VNET_HDR + TUNSETOFFLOAD.
 
-NOT WIRED INTO THE PACKET LOOPS YET (phase 2 of the offload work): this module is the
-tested building block. With TUN_F_TSO4/TSO6 the kernel hands the TUN reader one TCP
-"super-packet" of up to 64 KB plus a ``struct virtio_net_hdr``; the reader must cut it
-into the segments the kernel would have sent (``segment``), and with TUN_F_CSUM it must
-also complete partial checksums of packets that are not segmented (``complete_csum``).
-
-Checksums: the ones-complement sum of 16-bit words is the number's value modulo 0xFFFF
-(2^16 = 1 mod 0xFFFF), so ``int.from_bytes(data, "big") % 0xFFFF`` sums a whole buffer in
-C; parts of even length can be summed separately and added. An odd-length tail is
-padded with one zero byte (a shift by 8 bits).
+With TUN_F_TSO4/TSO6 the kernel hands the TUN reader (esp.datapath's out-loop) one TCP
+"super-packet" of up to 64 KB plus a ``struct virtio_net_hdr``; the reader cuts it into
+the segments the kernel would have sent (``segment``), and with TUN_F_CSUM it completes
+partial checksums of packets that are not segmented (``complete_csum``). The way back
+into the TUN, coalescing, is esp.coalesce. Checksum arithmetic: esp.csum (the payload
+sums of all segments in one call).
 """
 
 from __future__ import annotations
 
 import struct
+
+from esp.csum import checksum, sum16, sums_of_equal_parts
 
 __all__ = [
     "GSO_NONE",
@@ -59,15 +57,7 @@ class SegmentError(ValueError):
     """The super-packet does not parse as what its virtio header says."""
 
 
-def csum_fold(total: int) -> int:
-    """The Internet checksum (RFC 1071) from a sum of big-endian 16-bit-word numbers."""
-    s = total % 0xFFFF
-    return 0xFFFF - s if s else 0  # sum 0 = 0xFFFF in ones complement: checksum 0
-
-
-def _sum(data: bytes | memoryview) -> int:
-    value = int.from_bytes(data, "big")
-    return value << 8 if len(data) & 1 else value
+csum_fold = checksum  # the checksum field for a sum (kept: tests and callers use it)
 
 
 def complete_csum(packet: bytearray, csum_start: int, csum_offset: int) -> None:
@@ -76,7 +66,7 @@ def complete_csum(packet: bytearray, csum_start: int, csum_offset: int) -> None:
     at = csum_start + csum_offset
     if csum_start >= len(packet) or at + 2 > len(packet):
         raise SegmentError("checksum offsets outside the packet")
-    value = csum_fold(_sum(memoryview(packet)[csum_start:]))
+    value = csum_fold(sum16(memoryview(packet)[csum_start:]))
     _U16.pack_into(packet, at, value)
 
 
@@ -116,18 +106,21 @@ def segment(packet: bytes, gso_type: int, gso_size: int) -> list[bytes]:
     seq0 = _U32.unpack_from(tcp_hdr, 4)[0]
     flags0 = tcp_hdr[13]
     ip_id0 = _U16.unpack_from(ip_hdr, 4)[0] if kind == GSO_TCPV4 else 0
-    addr_sum = _sum(src) + _sum(dst)
+    addr_sum = sum16(src) + sum16(dst)
     data = memoryview(packet)[hdr_end:]
     total = len(data)
-    out: list[bytes] = []
     count = max(1, -(-total // gso_size))
+    whole = total // gso_size  # segments of exactly gso_size bytes: summed in one call
+    sums = sums_of_equal_parts(data[: whole * gso_size], gso_size)
+    if whole < count:
+        sums.append(sum16(data[whole * gso_size :]))
+    out: list[bytes] = []
     for i in range(count):
         off = i * gso_size
         payload = data[off : off + gso_size]
         tcp_len = tcp_hdr_len + len(payload)
-        last = i == count - 1
         flags = flags0
-        if not last:
+        if i != count - 1:
             flags &= ~(_FIN | _PSH)
         if i:
             flags &= ~_CWR
@@ -138,12 +131,11 @@ def segment(packet: bytes, gso_type: int, gso_size: int) -> list[bytes]:
             _U16.pack_into(ip_hdr, 2, ip_hdr_len + tcp_len)
             _U16.pack_into(ip_hdr, 4, (ip_id0 + i) & 0xFFFF)
             ip_hdr[10:12] = b"\0\0"
-            _U16.pack_into(ip_hdr, 10, csum_fold(_sum(ip_hdr)))
-            pseudo = addr_sum + _IPPROTO_TCP + tcp_len
+            _U16.pack_into(ip_hdr, 10, csum_fold(sum16(ip_hdr)))
         else:
             _U16.pack_into(ip_hdr, 4, tcp_len)
-            pseudo = addr_sum + tcp_len + _IPPROTO_TCP  # 32-bit length, next header
-        check = csum_fold(pseudo + _sum(tcp_hdr) + _sum(payload))
+        # IPv4 and IPv6 pseudo-headers sum alike: addresses, protocol, TCP length.
+        check = csum_fold(addr_sum + _IPPROTO_TCP + tcp_len + sum16(tcp_hdr) + sums[i])
         _U16.pack_into(tcp_hdr, 16, check)
         out.append(b"".join((ip_hdr, tcp_hdr, payload)))
     return out

@@ -58,7 +58,7 @@ class TunOptions:
     """Flags beyond plain IFF_TUN|IFF_NO_PI, for the batching work.
 
     vnet_hdr: every packet read/written starts with a struct virtio_net_hdr (offloads
-        are not switched on here: that is TUNSETOFFLOAD, for whoever handles GSO).
+        are not switched on here: that is TUNSETOFFLOAD, by esp.datapath).
     queues: > 1 opens that many queue fds (IFF_MULTI_QUEUE); the kernel spreads flows.
     """
 
@@ -75,11 +75,14 @@ class TunOptions:
 
     @classmethod
     def from_env(cls, environ: Any = None) -> TunOptions:
-        """GATEWAYD_TUN_OFFLOAD=on: vnet_hdr (the data path then switches on TSO with
-        TUNSETOFFLOAD and segments in software, esp.tso). Default off: EXPERIMENTAL."""
+        """vnet_hdr unless GATEWAYD_TUN_OFFLOAD or GATEWAYD_OFFLOAD says "off": the data
+        path then asks for TSO with TUNSETOFFLOAD, segments what it reads (esp.tso) and
+        coalesces what it writes (esp.coalesce)."""
         env = os.environ if environ is None else environ
-        on = env.get("GATEWAYD_TUN_OFFLOAD", "off").strip().lower() in ("on", "1", "yes", "true")
-        return cls(vnet_hdr=on)
+        off = ("off", "0", "no", "false")
+        tun = env.get("GATEWAYD_TUN_OFFLOAD", "auto").strip().lower()
+        every = env.get("GATEWAYD_OFFLOAD", "auto").strip().lower()
+        return cls(vnet_hdr=tun not in off and every not in off)
 
     def ifr_flags(self) -> int:
         flags = IFF_TUN | IFF_NO_PI
@@ -204,7 +207,7 @@ class TunDevice:
     ) -> TunDevice:
         """Create (or attach to) TUN device `name`, set its MTU and addresses, bring it up.
 
-        Without options: TunOptions.from_env() (plain unless GATEWAYD_TUN_OFFLOAD=on)."""
+        Without options: TunOptions.from_env() (vnet_hdr unless the offloads are off)."""
         options = options or TunOptions.from_env()
         if not _NAME_OK.match(name):
             raise TunError(errno.EINVAL, f"invalid interface name {name!r}")

@@ -37,7 +37,7 @@ from esp.route_table import RouteTable  # noqa: E402
 from esp.sa import MAX_SEQ_32, DropReason, EspParams, InboundSa, OutboundSa  # noqa: E402
 from esp.sadb import SaDatabase  # noqa: E402
 from esp.selectors import Selector, SelectorSet  # noqa: E402
-from esp.tun import TunDevice  # noqa: E402
+from esp.tun import TunDevice, TunOptions  # noqa: E402
 from tests.esp.packets import make_params  # noqa: E402
 from tests.lab.netns import entered  # noqa: E402
 from tests.lab.requires import require_root  # noqa: E402
@@ -72,8 +72,15 @@ def _sh(*argv: str, stdin: bytes | None = None) -> None:
     subprocess.run(argv, check=True, capture_output=True, input=stdin)
 
 
+@pytest.fixture(scope="module", params=[True, False], ids=["offload", "plain"])
+def offload(request: pytest.FixtureRequest) -> bool:
+    """Every DataPath test runs with the offloads allowed (UDP GSO/GRO, and a vnet_hdr TUN
+    device: TSO segmentation and coalescing) and with all of them forced off."""
+    return bool(request.param)
+
+
 @pytest.fixture(scope="module")
-def tun() -> Iterator[TunDevice]:
+def tun(offload: bool) -> Iterator[TunDevice]:
     """TUN dp0 in a private namespace that this thread has entered, routes into it."""
     require_root()
     with entered("dp"):
@@ -81,7 +88,8 @@ def tun() -> Iterator[TunDevice]:
         # the kernel must put nothing into the TUN by itself, so that every counter
         # below counts our packets alone.
         _sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
-        dev = TunDevice.open(TUN, 1400, [ipaddress.ip_interface(f"{TUN_V4}/32")])
+        options = TunOptions(vnet_hdr=offload)
+        dev = TunDevice.open(TUN, 1400, [ipaddress.ip_interface(f"{TUN_V4}/32")], options)
         try:
             _sh("ip", "link", "set", "dev", TUN, "addrgenmode", "none")
             _sh("sysctl", "-qw", f"net.ipv6.conf.{TUN}.router_solicitations=0")
@@ -195,22 +203,24 @@ class Rig:
         self.hdrincl.sendto(raw(header / Raw(esp_bytes)), (LOCAL, 0))
 
     def kernel_send(self, dst: str, payload: bytes, sport: int = 0) -> bytes:
-        """A UDP datagram the kernel routes into dp0; returns the packet DataPath read."""
+        """A UDP datagram the kernel routes into dp0; returns the packet DataPath read,
+        checksum complete (with TUN offloads the capture shows the partial checksum the
+        kernel leaves for the reader to finish, esp.tso.complete_csum)."""
         s = udp_socket("::" if ":" in dst else "0.0.0.0", sport)
         try:
             s.sendto(payload, (dst, 9999))
         finally:
             s.close()
-        return self.tun_packet(PACKET_OUTGOING, lambda p: payload in p)
+        return _udp_checksum_completed(self.tun_packet(PACKET_OUTGOING, lambda p: payload in p))
 
     def install_outbound(self, sa: OutboundSa, key: Any = KEY) -> None:
         self.sadb.install_outbound(key, sa)
 
 
-@pytest.fixture(params=[True, False], ids=["offload", "plain"])
-def offload(request: pytest.FixtureRequest) -> bool:
-    """Every DataPath test runs with the offloads (UDP GSO/GRO) allowed and forced off."""
-    return bool(request.param)
+def _udp_checksum_completed(packet: bytes) -> bytes:
+    ip = IP(packet) if packet[0] >> 4 == 4 else IPv6(packet)
+    del ip[UDP].chksum
+    return bytes(raw(ip))
 
 
 @pytest.fixture

@@ -71,7 +71,7 @@ def sealed_of_size(theirs: Any, dport: int, size: int, tag: bytes) -> bytes:
     raise AssertionError(f"no ESP packet of {size} bytes")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def offload() -> bool:
     """This module tests the offloads themselves: its rigs always allow them."""
     return True
@@ -372,7 +372,8 @@ def test_vnet_frames_become_the_segments_the_kernel_would_send(tun: Any) -> None
 def test_tun_options_from_env() -> None:
     from esp.tun import TunOptions
 
-    assert TunOptions.from_env({}).vnet_hdr is False
+    assert TunOptions.from_env({}).vnet_hdr is True
+    assert TunOptions.from_env({"GATEWAYD_OFFLOAD": "off"}).vnet_hdr is False
     assert TunOptions.from_env({"GATEWAYD_TUN_OFFLOAD": "on"}).vnet_hdr is True
     assert TunOptions.from_env({"GATEWAYD_TUN_OFFLOAD": "off"}).vnet_hdr is False
 

@@ -48,6 +48,8 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table, e.g. [p2s] radius = { server = ... }
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
@@ -121,6 +123,8 @@ class Gatewayd:
     gateway: dict[str, Any] = field(default_factory=dict)
     sites: list[dict[str, Any]] = field(default_factory=list)
     proc: subprocess.Popen[Any] | None = None
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"p2s": {...}}
+    env: dict[str, str] = field(default_factory=dict)  # e.g. {"GATEWAYD_OFFLOAD": "off"}
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +139,8 @@ class Gatewayd:
     # -- config --------------------------------------------------------------------
     def config_text(self) -> str:
         gateway = {"control_socket": str(self.socket_path), **self.gateway}
-        return toml_text(gateway, self.sites)
+        text = toml_text(gateway, self.sites)
+        return "\n".join([text, *(_toml_table(f"[{k}]", t) for k, t in self.tables.items())])
 
     def write_config(self) -> Path:
         self.config_path.write_text(self.config_text())
@@ -158,7 +163,7 @@ class Gatewayd:
                 [*RUN, "-c", str(self.config_path), "--log-format", "json", "--log-level", "debug"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_env(),
+                env={**_env(), **self.env},
                 cwd=REPO,
             )
         finally:

@@ -1,0 +1,62 @@
+"""Internet checksum arithmetic (RFC 1071) for the offload paths (esp.tso, esp.coalesce).
+
+A ones-complement sum of 16-bit big-endian words equals the number's value modulo 0xFFFF
+(2^16 = 1 mod 0xFFFF), so sums of parts can be added as plain integers and folded once.
+``sum16`` does one buffer in C through int.from_bytes (~3 µs for 1,400 bytes);
+``sums_of_equal_parts`` does all segments of a super-packet in one numpy call
+(~0.4 µs each), which is what makes segmenting and coalescing cheaper than the
+per-packet system calls they save.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["checksum", "first_wrong", "fold", "sum16", "sums_of_equal_parts"]
+
+_BE16 = np.dtype(">u2")
+_add_reduce = np.add.reduce  # the ufunc itself: ndarray.sum() adds a Python wrapper
+
+
+def sum16(data: bytes | bytearray | memoryview) -> int:
+    """The sum of data's 16-bit big-endian words (an odd tail padded with a zero byte),
+    not folded: add sums of even-length parts freely, then fold()."""
+    value = int.from_bytes(data, "big")
+    return value << 8 if len(data) & 1 else value
+
+
+def fold(total: int) -> int:
+    """A sum folded to 16 bits in ones complement: 0xFFFF for a non-zero multiple of 0xFFFF
+    (a correct packet's sum including its checksum field is 0xFFFF)."""
+    r = total % 0xFFFF
+    return 0xFFFF if r == 0 and total else r
+
+
+def checksum(total: int) -> int:
+    """The checksum field for a sum that left the field at zero."""
+    r = total % 0xFFFF
+    return 0xFFFF - r if r else 0
+
+
+def sums_of_equal_parts(data: bytes | bytearray | memoryview, part: int) -> list[int]:
+    """sum16() of each ``part``-byte slice of data (len(data) a multiple of part)."""
+    count = len(data) // part if part else 0
+    if count == 0:
+        return []
+    if part & 1:  # odd parts do not split into words: one at a time
+        view = memoryview(data)
+        return [sum16(view[k * part : (k + 1) * part]) for k in range(count)]
+    words = np.frombuffer(data, dtype=_BE16, count=count * part // 2).reshape(count, part // 2)
+    sums: list[int] = _add_reduce(words, axis=1, dtype=np.uint64).tolist()
+    return sums
+
+
+def first_wrong(data: bytes | bytearray | memoryview, part: int, base: int) -> int:
+    """The index of the first ``part``-byte slice of data whose sum plus ``base`` does
+    not fold to 0xFFFF (a packet whose checksum is wrong); the slice count if none.
+    ``part`` must be even (whole 16-bit words)."""
+    count = len(data) // part
+    words = np.frombuffer(data, dtype=_BE16, count=count * part // 2).reshape(count, part // 2)
+    totals = _add_reduce(words, axis=1, dtype=np.uint64) + np.uint64(base % 0xFFFF)
+    wrong = np.flatnonzero(totals % np.uint64(0xFFFF))
+    return int(wrong[0]) if len(wrong) else count

@@ -1,0 +1,60 @@
+"""esp.csum against a plain RFC 1071 reference, on random data."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from esp.csum import checksum, first_wrong, fold, sum16, sums_of_equal_parts
+
+
+def reference(data: bytes) -> int:
+    """RFC 1071: 16-bit words, end-around carry."""
+    if len(data) & 1:
+        data += b"\0"
+    total = 0
+    for i in range(0, len(data), 2):
+        total += data[i] << 8 | data[i + 1]
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+@given(st.binary(max_size=3000))
+def test_sum16_folds_to_the_reference_sum(data: bytes) -> None:
+    want = reference(data)
+    got = fold(sum16(data))
+    # Ones complement has two zeros; fold() gives 0 only for an all-zero sum.
+    assert got == want or (got == 0xFFFF and want == 0xFFFF)
+
+
+@given(st.binary(min_size=1, max_size=600), st.integers(1, 8))
+def test_sums_of_equal_parts_are_each_parts_sum(part_bytes: bytes, count: int) -> None:
+    part = len(part_bytes)
+    data = bytes(b ^ (k * 31 & 0xFF) for k in range(count) for b in part_bytes)
+    # Sums are numbers congruent modulo 0xFFFF (what fold() keeps), not word-by-word equal.
+    assert [fold(s) for s in sums_of_equal_parts(data, part)] == [
+        fold(sum16(data[k * part : (k + 1) * part])) for k in range(count)
+    ]
+
+
+@given(st.lists(st.binary(min_size=20, max_size=20), min_size=1, max_size=10), st.data())
+def test_first_wrong_finds_the_first_packet_whose_checksum_fails(
+    bodies: list[bytes], data: st.DataObject
+) -> None:
+    base = 0x1234
+    parts = []
+    for body in bodies:  # a 2-byte checksum field, then the body: each part sums to 0xFFFF
+        parts.append(checksum(base + sum16(body)).to_bytes(2, "big") + body)
+    assert first_wrong(b"".join(parts), 22, base) == len(parts)
+    bad = data.draw(st.integers(0, len(parts) - 1))
+    broken = bytearray(parts[bad])
+    broken[5] ^= 0x40
+    parts[bad] = bytes(broken)
+    assert first_wrong(b"".join(parts), 22, base) == bad
+
+
+def test_checksum_of_a_known_header() -> None:
+    # RFC 1071's example words 0001 f203 f4f5 f6f7 sum to ddf2 (folded).
+    data = bytes.fromhex("0001f203f4f5f6f7")
+    assert fold(sum16(data)) == 0xDDF2
+    assert checksum(sum16(data)) == 0xFFFF - 0xDDF2
