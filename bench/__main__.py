@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import datapath, esp_micro, ike_setup
+from bench import datapath, esp_micro, ike_scale, ike_setup
 from bench.machine import machine_info
 from bench.section import Report, Rows
 
@@ -27,6 +27,7 @@ RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).resolve().paren
 SECTIONS: dict[str, Callable[[], Rows | Report]] = {
     "esp_micro": esp_micro.run,
     "ike_setup": ike_setup.run,
+    "ike_scale": ike_scale.run,
     "datapath": datapath.run,
 }
 

@@ -97,7 +97,9 @@ class RouteSnapshot(Generic[T]):
                 rows.extend(slot.values())
         self._v4: _Lpm[_Entry[T]] = _Lpm((e for e in entries if e[0].version == 4), 32)
         self._v6: _Lpm[_Entry[T]] = _Lpm((e for e in entries if e[0].version == 6), 128)
-        self._routes = tuple(sorted(rows, key=_row_order))
+        # Sorted when first listed, not here: a gateway with many sites publishes a
+        # snapshot per Child SA change, and only status listings need the order.
+        self._routes: list[Route[T]] | tuple[Route[T], ...] = rows
 
     def lookup_int(self, dst: int, version: int, src: int | None = None) -> Route[T] | None:
         """The route for destination ``dst`` (and source ``src`` of the same family)."""
@@ -136,6 +138,8 @@ class RouteSnapshot(Generic[T]):
 
     def routes(self) -> list[Route[T]]:
         """Every route, IPv4 then IPv6, by prefix then source."""
+        if isinstance(self._routes, list):
+            self._routes = tuple(sorted(self._routes, key=_row_order))  # same for all readers
         return list(self._routes)
 
     def __len__(self) -> int:

@@ -1,0 +1,168 @@
+"""Section "ike_scale": many sites on one gatewayd, over real sockets (root).
+
+    python -m bench ike_scale        (BENCH_SITES=1000, BENCH_WINDOW=64)
+
+Two namespaces joined by a veth pair: ``gw`` runs gatewayd with BENCH_SITES route-based
+sites (PSK, responder_only, each its own peer address and a /24), ``load`` runs
+bench/ike_load.py: one simulated peer per site, each with its own address and port-500
+socket, our own IKE engine as initiator, at most BENCH_WINDOW negotiating at once.
+
+Stages: 1 site, then up to 100, then up to BENCH_SITES. After each stage the daemon's
+RSS (VmRSS) is read, so the growth per site can be reported; set-ups per second over
+real sockets are those of the last (largest) stage, and "time for all" is the sum of the
+stages' wall times. The daemon's own CPU time over the stages is reported beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.section import Report
+from tests.lab import Lab, require_root
+from tests.lab.gatewayd import prepare_gateway_host
+from tests.lab.netns import veth
+
+GW_ADDR = "172.31.0.1"
+PSK_PREFIX = "bench-scale-psk-"
+GATEWAY_ID = "scale-gw.example.net"
+IKE_PROPOSAL = "aes256gcm16-prfsha256-x25519"
+ESP_PROPOSAL = "aes256gcm16"
+STAGES = (1, 100)  # then the total
+
+
+def _peer_addr(i: int) -> str:
+    return f"172.31.{1 + i // 250}.{1 + i % 250}"
+
+
+def _site_net(i: int) -> str:
+    return f"10.{100 + i // 256}.{i % 256}.0/24"
+
+
+def _site(i: int) -> dict[str, object]:
+    return {
+        "name": f"s{i:05d}",
+        "address": _peer_addr(i),
+        "id": f"s{i:05d}.example.net",
+        "networks": [_site_net(i)],
+        "psk": f"{PSK_PREFIX}{i:05d}",
+        "mode": "responder_only",
+        "ike_proposals": [IKE_PROPOSAL],
+        "esp_proposals": [ESP_PROPOSAL],
+    }
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _profile(pid: int) -> subprocess.Popen[bytes] | None:
+    """BENCH_PYSPY=FILE: py-spy samples the daemon during the last stage (flame graph)."""
+    out = os.environ.get("BENCH_PYSPY")
+    if not out:
+        return None
+    argv = ["py-spy", "record", "-p", str(pid), "-o", out, "-r", "200", "--nonblocking"]
+    if out.endswith(".txt"):
+        argv += ["-f", "raw"]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stages(total: int) -> list[int]:
+    marks = sorted({m for m in (*STAGES, total) if m <= total})
+    return [b - a for a, b in zip([0, *marks], marks, strict=False)]
+
+
+def run() -> Report:
+    require_root()
+    sites = int(os.environ.get("BENCH_SITES") or 1000)
+    window = int(os.environ.get("BENCH_WINDOW") or 64)
+    with Lab() as lab:
+        gw_ns, load_ns = lab.netns("scale-gw"), lab.netns("scale-load")
+        veth(gw_ns, load_ns, a_ifname="wan0", b_ifname="load0", a_addrs=[f"{GW_ADDR}/16"])
+        batch = "".join(f"addr add {_peer_addr(i)}/16 dev load0\n" for i in range(sites))
+        load_ns.run(["ip", "-batch", "-"], input=batch, timeout=120)
+        prepare_gateway_host(gw_ns)
+        gw = lab.gatewayd(gw_ns, "scale-gatewayd")
+        gw.gateway = {"name": "scale", "address": GW_ADDR, "id": GATEWAY_ID,
+                      "networks": ["10.250.0.0/24"]}  # fmt: skip
+        gw.sites = [_site(i) for i in range(sites)]
+        started = time.monotonic()
+        gw.start(ready_timeout=120)
+        ready_s = time.monotonic() - started
+        pid = gw.pid
+        rss = {"0": _rss_kib(pid)}
+        spec = {
+            "gateway": GW_ADDR, "gateway_id": GATEWAY_ID, "window": window,
+            "ike_proposal": IKE_PROPOSAL, "esp_proposal": ESP_PROPOSAL,
+            "peers": [{"addr": _peer_addr(i), "id": f"s{i:05d}.example.net",
+                       "psk": f"{PSK_PREFIX}{i:05d}"} for i in range(sites)],
+        }  # fmt: skip
+        spec_file = Path(tempfile.mkdtemp(prefix="gwd-scale-")) / "load.json"
+        spec_file.write_text(json.dumps(spec))
+        root = str(Path(__file__).resolve().parent.parent)
+        load = load_ns.popen(
+            [sys.executable, "-m", "bench.ike_load", str(spec_file)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root,
+            env={"PYTHONPATH": root},
+        )  # fmt: skip
+        assert load.stdin is not None and load.stdout is not None
+        json.loads(load.stdout.readline())  # {"ready": n}
+        stages, cpu0, up = [], _cpu_s(pid), 0
+        for count in _stages(sites):
+            spy = _profile(pid) if count == _stages(sites)[-1] else None
+            load.stdin.write(f"up {count}\n")
+            load.stdin.flush()
+            result = json.loads(load.stdout.readline())
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+                spy.wait(30)
+            up += count
+            time.sleep(1.0)  # let the daemon finish installing routes before RSS is read
+            rss[str(up)] = _rss_kib(pid)
+            stages.append(result)
+        cpu = _cpu_s(pid) - cpu0
+        status = gw.status()
+        established = sum(1 for s in status["sites"] if s.get("state") == "established")
+        load.stdin.write("quit\n")
+        load.stdin.flush()
+        load.wait(30)
+    last = stages[-1]
+    total_s = sum(s["seconds"] for s in stages)
+    per_site = (rss[str(sites)] - rss["0"]) / sites if sites else 0.0
+    rows = {
+        f"{sites} sites": {
+            "established (gateway)": established,
+            "failed (load)": sum(s["failed"] for s in stages),
+            "time for all, s": round(total_s, 2),
+            "set-ups/s (last stage)": round(last["up"] / last["seconds"], 1),
+            "gateway CPU ms/set-up": round(cpu * 1e3 / sites, 2),
+            "RSS 0 sites up, MiB": round(rss["0"] / 1024, 1),
+            **{f"RSS {k} up, MiB": round(v / 1024, 1) for k, v in rss.items() if k != "0"},
+            "RSS per site, KiB": round(per_site, 1),
+            "daemon start, s": round(ready_s, 2),
+        }
+    }
+    details = {"stages": stages, "rss_kib": rss, "window": window, "sites": sites}
+    return Report(rows, details)
+
+
+def main() -> None:
+    print(json.dumps(run().rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
