@@ -17,8 +17,10 @@ Each loop reads up to ``batch`` packets per wake-up. Offloads (``gso``/``gro``, 
    and handled exactly as a datagram of its own (ESP, IKE with its marker, keepalive).
  - UDP GSO for ESP in UDP: consecutive sealed packets of one size to one transport leave
    in one sendmsg with a UDP_SEGMENT cmsg (the last may be shorter); the run is flushed at
-   the end of every batch, so no packet waits for the next one. Plain ESP (the raw
-   socket) stays one sendto per packet.
+   the end of every batch, so no packet waits for the next one.
+ - Plain ESP (the raw socket, where GSO/GRO do not exist): sendmmsg for the packets of a
+   batch to one peer, recvmmsg for up to ``batch`` packets per call (esp.mmsg); one
+   sendto/recvfrom per packet where libc lacks them.
  - TUN offloads (a TUN device opened with vnet_hdr; off with GATEWAYD_OFFLOAD=off or
    GATEWAYD_TUN_OFFLOAD=off): the out-loop reads TCP super-packets of up to 64 KB and
    cuts them into segments itself (esp.tso), so one read serves ~45 packets; the in-loop
@@ -43,6 +45,7 @@ from typing import Any
 
 from esp.coalesce import TunWriter
 from esp.encap import NON_ESP_MARKER
+from esp.mmsg import MmsgReceiver, MmsgSender
 from esp.route_table import RouteTable
 from esp.sa import NH_IPV4, NH_IPV6, EspDrop, SequenceExhausted
 from esp.sadb import SaDatabase
@@ -111,6 +114,7 @@ class PathCounters:
     seq_exhausted: int = 0
     send_errors: int = 0
     gso_sends: int = 0  # sendmsg calls carrying several datagrams (UDP GSO)
+    mmsg_sends: int = 0  # sendmmsg calls carrying several plain ESP packets
     tso_frames: int = 0  # TUN super-packets cut into segments (vnet_hdr, esp.tso)
     # inbound thread
     keepalives_in: int = 0
@@ -118,6 +122,7 @@ class PathCounters:
     tun_errors: int = 0
     recv_errors: int = 0
     gro_batches: int = 0  # receives that returned several coalesced datagrams (UDP GRO)
+    mmsg_batches: int = 0  # recvmmsg calls that returned several plain ESP packets
     tun_writes: int = 0  # packets written to a vnet_hdr TUN (a super-packet counts once)
     tun_super_packets: int = 0  # of those, coalesced TCP super-packets (esp.coalesce)
     tun_coalesced: int = 0  # inner packets that went out inside a super-packet
@@ -177,6 +182,9 @@ class DataPath:
         self._threads: list[threading.Thread] = []
         self._tun_fd = -1
         self.tun_writer: TunWriter | None = None  # vnet_hdr only: coalesces TCP segments
+        # Plain ESP batching (recvmmsg/sendmmsg), with the other offloads' switches.
+        self._raw_out: MmsgSender | None = None
+        self._raw_in: MmsgReceiver | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -184,6 +192,11 @@ class DataPath:
         self._tun_fd = self.tun.fileno()
         os.set_blocking(self._tun_fd, False)
         self.tun_writer = TunWriter(self._tun_fd, self.counters) if self.vnet else None
+        if self.raw_sock is not None:
+            with contextlib.suppress(OSError):  # no sendmmsg/recvmmsg: one call a packet
+                self._raw_out = MmsgSender(self.raw_sock, self.batch) if self.gso else None
+            with contextlib.suppress(OSError):
+                self._raw_in = MmsgReceiver(self.raw_sock, self.batch) if self.gro else None
         if self.vnet:
             for flags in (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM, 0):
                 try:
@@ -247,6 +260,11 @@ class DataPath:
         gso = self.gso
         vnet, from_vnet = self.vnet, self._from_vnet
         flush = self._flush_run
+        raw_out = self._raw_out
+        raw_sock = self.raw_sock
+        flush_raw = self._flush_raw
+        raw_run: list[bytes] = []  # plain ESP for one address, sent with one sendmmsg
+        raw_addr: Address = ()
         note_unexpected = self._note_unexpected
         # The GSO run being collected: datagrams of run_size bytes (the last may be
         # shorter) for one socket and address. The list is reused from run to run.
@@ -297,6 +315,14 @@ class DataPath:
                             c.seq_exhausted += 1
                             continue
                         t: Transport = sa.transport  # type: ignore[assignment]
+                        if raw_out is not None and t.sock is raw_sock:
+                            if raw_run and t.addr != raw_addr:
+                                flush_raw(raw_out, raw_addr, raw_run)  # clears raw_run
+                            raw_run.append(esp)
+                            raw_addr = t.addr
+                            if len(raw_run) >= batch:
+                                flush_raw(raw_out, raw_addr, raw_run)
+                            continue
                         if not (gso and t.udp):
                             try:
                                 t.sock.sendto(esp, t.addr)
@@ -326,6 +352,13 @@ class DataPath:
                     flush(run_sock, run_addr, run_size, run)
                 except Exception as exc:
                     run.clear()
+                    note_unexpected(exc)
+            if raw_run:
+                assert raw_out is not None
+                try:
+                    flush_raw(raw_out, raw_addr, raw_run)
+                except Exception as exc:
+                    raw_run.clear()
                     note_unexpected(exc)
 
     def _from_vnet(self, frame: bytes) -> Sequence[bytes]:
@@ -374,6 +407,18 @@ class DataPath:
                     c.send_errors += 1
         finally:
             run.clear()
+
+    def _flush_raw(self, sender: MmsgSender, addr: Address, run: list[bytes]) -> None:
+        """Send the plain ESP packets collected for addr in one sendmmsg; empties run."""
+        c = self.counters
+        try:
+            sent = sender.send(run, addr)
+        except OSError:
+            sent = 0
+        if sent > 1:
+            c.mmsg_sends += 1
+        c.send_errors += len(run) - sent  # e.g. the socket buffer was full (EAGAIN)
+        run.clear()
 
     def _gso_refused(self, sock: socket.socket, exc: OSError) -> bool:
         """True if exc means "no GSO here" (then remember it for the socket)."""
@@ -473,6 +518,9 @@ class DataPath:
 
     def _drain_raw(self) -> None:
         assert self.raw_sock is not None
+        if self._raw_in is not None:
+            self._drain_raw_mmsg(self._raw_in)
+            return
         recv = self.raw_sock.recvfrom
         strip = self._raw_has_ip_header
         open_and_deliver = self._open_and_deliver
@@ -490,6 +538,33 @@ class DataPath:
                     continue
                 data = memoryview(data)[(data[0] & 0x0F) * 4 :]
             open_and_deliver(data)
+
+    def _drain_raw_mmsg(self, receiver: MmsgReceiver) -> None:
+        """recvmmsg: up to ``batch`` packets per call. Each view is used up (opened into
+        new bytes or dropped) before the next call reuses the buffers."""
+        strip = self._raw_has_ip_header
+        open_and_deliver = self._open_and_deliver
+        c = self.counters
+        for _ in range(4):  # bounded: the other socket gets its turn
+            try:
+                packets = receiver.receive()
+            except OSError:
+                c.recv_errors += 1
+                return
+            if len(packets) > 1:
+                c.mmsg_batches += 1
+            for data in packets:
+                if data is None:  # longer than a receive slot: not a packet we sent for
+                    self.sadb.malformed += 1
+                    continue
+                if strip:
+                    if not data:
+                        self.sadb.malformed += 1
+                        continue
+                    data = data[(data[0] & 0x0F) * 4 :]
+                open_and_deliver(data)
+            if len(packets) < self.batch:
+                return
 
     def _open_and_deliver(self, packet: bytes | memoryview) -> None:
         try:

@@ -359,7 +359,14 @@ def test_udp_encapsulation_forced(lab: Lab, tmp_path: Path) -> None:
 
 # -- the fast path: on by default, and forced off ----------------------------------------
 
-FAST_PATH_COUNTERS = ("tso_frames", "tun_super_packets", "gso_sends", "gro_batches")
+FAST_PATH_COUNTERS = (
+    "tso_frames",
+    "tun_super_packets",
+    "gso_sends",
+    "gro_batches",
+    "mmsg_sends",
+    "mmsg_batches",
+)
 
 
 @pytest.mark.parametrize("encapsulation", ["auto", "udp"], ids=["esp", "esp-in-udp"])
@@ -395,5 +402,7 @@ def test_tcp_both_ways_and_every_packet_size_with_fast_path_on_and_off(
             assert path["tun_bad_csum"] == 0, (name, path)
             if encapsulation == "udp":
                 assert path["gso_sends"] > 0 and path["gro_batches"] > 0, (name, path)
+            else:
+                assert path["mmsg_sends"] > 0 and path["mmsg_batches"] > 0, (name, path)
         else:
             assert all(path[k] == 0 for k in FAST_PATH_COUNTERS), (name, path)
