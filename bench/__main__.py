@@ -28,6 +28,7 @@ SECTIONS: dict[str, Callable[[], Rows | Report]] = {
     "esp_micro": esp_micro.run,
     "ike_setup": ike_setup.run,
     "ike_scale": ike_scale.run,
+    "p2s_scale": ike_scale.run_p2s,
     "datapath": datapath.run,
 }
 

@@ -3,8 +3,11 @@
     python -m bench.ike_load SPEC.json        (inside the load namespace; see ike_scale)
 
 SPEC: {"gateway": "172.31.0.1", "peers": [{"addr", "id", "psk"}...], "window": 64,
-"ike_proposal", "esp_proposal", "gateway_id"}. Each peer has its own address and a socket
-on its port 500. Commands on stdin, one JSON line each on stdout:
+"ike_proposal", "esp_proposal", "gateway_id"}. A peer with "eap_password" instead of
+"psk" is a remote-access client: EAP-MSCHAPv2 as its "id", a virtual IPv4 address asked
+for, the gateway's certificate checked against SPEC "gateway_ca" (a PEM file). Each peer
+has its own address and a socket on its port 500. Commands on stdin, one JSON line each
+on stdout:
   up N      bring the next N peers up, at most ``window`` negotiating at once; answers
             {"up": N, "established": total, "failed": k, "seconds": wall time}
   status    {"established": n, "negotiating": n, "closed": n}
@@ -24,6 +27,9 @@ import sys
 import time
 from typing import Any
 
+from cryptography import x509
+
+from ike.auth.certs import TrustStore
 from ike.auth.identity import Identity
 from ike.constants import ProtocolId
 from ike.crypto.proposals import parse_proposal
@@ -58,17 +64,32 @@ class Load:
         ike = [parse_proposal(spec["ike_proposal"], ProtocolId.IKE)]
         esp = (parse_proposal(spec["esp_proposal"], ProtocolId.ESP),)
         remote_id = Identity.parse(spec["gateway_id"])
+        trust = None
+        if spec.get("gateway_ca"):
+            with open(spec["gateway_ca"], "rb") as f:
+                trust = TrustStore(x509.load_pem_x509_certificates(f.read()))
         self.peers: list[Peer] = []
         for p in spec["peers"]:
             child = ChildConfig("net", any_selectors(), any_selectors(), esp)
+            creds: dict[str, Any]
+            if "eap_password" in p:  # remote access: EAP, a virtual IP, a gateway certificate
+                creds = {
+                    "eap_identity": p["id"],
+                    "eap_password": p["eap_password"],
+                    "request_virtual_ip": (4,),
+                    "trust": trust,
+                    "remote_auth": "pubkey",
+                }
+            else:
+                creds = {"psk": p["psk"].encode()}
             config = SessionConfig(
                 name=p["id"],
                 local_id=Identity.parse(p["id"]),
                 remote_id=remote_id,
                 ike_proposals=ike,
                 children=[child],
-                psk=p["psk"].encode(),
                 dpd_interval=3600.0,  # the gateway checks us; we need not check it
+                **creds,
             )
             self.peers.append(Peer(p["addr"], config))
         self.selector = selectors.DefaultSelector()
