@@ -10,7 +10,12 @@ from bench.section import Report, Value
 from bench.workloads import WORKLOADS, Run, Settings
 
 # (numerator, denominator) column keys of the ratio columns
-RATIOS = [("gatewayd", "strongswan"), ("gatewayd", "wireguard_go")]
+RATIOS = [
+    ("gatewayd", "strongswan"),
+    ("gatewayd", "wireguard_go"),
+    ("gatewayd_udp", "strongswan"),
+    ("gatewayd_udp", "wireguard_go"),
+]
 CELL_MAX = 44  # a longer note ("failed: ...") is cut here; the whole text is in details
 
 

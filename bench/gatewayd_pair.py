@@ -22,8 +22,13 @@ class GatewaydPair(Pair):
         self.pair: VnetPair | None = None
         self._status: dict[str, Any] = {}  # each side's data-path status after the workloads
 
+    SITE_EXTRA: dict[str, Any] = {}
+
     def start(self) -> None:
-        self.pair = configure_vnet_pair(self.lab.gatewayd, self.topo, name_prefix="bench-")
+        prefix = f"bench-{self.key}-"
+        self.pair = configure_vnet_pair(
+            self.lab.gatewayd, self.topo, name_prefix=prefix, site_extra=self.SITE_EXTRA
+        )
         for gw in self.pair.daemons():
             gw.start()
         self.pair.wait_up(timeout=30)
@@ -69,6 +74,14 @@ class GatewaydPair(Pair):
             gw.terminate()
         for gw in self.pair.daemons():
             gw.stop(timeout=10)
+
+
+class GatewaydUdpPair(GatewaydPair):
+    """The same pair with ``encapsulation = "udp"``: ESP in UDP 4500 as strongSwan's
+    kernel-libipsec and wireguard-go always send it, so UDP GSO/GRO apply too."""
+
+    key, label = "gatewayd_udp", "gatewayd-udp"
+    SITE_EXTRA = {"encapsulation": "udp"}
 
 
 def _log_problems(events: list[dict[str, Any]]) -> dict[str, int]:

@@ -68,6 +68,12 @@ class TunOptions:
     # beyond it are dropped ("tx dropped") before the out-thread is scheduled. None keeps
     # the kernel's value.
     txqueuelen: int | None = 2000
+    # The queue in front of our reads, bounded in bytes (TSO super-packets of up to 64 KB
+    # would make a packet count meaningless): fq_codel where the kernel has it (flow
+    # isolation: a ping does not wait behind a bulk transfer), else a byte FIFO of this
+    # size. Bulk TCP fills whatever queue there is; this keeps the delay it adds small.
+    # None leaves the kernel's default qdisc.
+    queue_bytes: int | None = 256 * 1024
     # No IPv6 link-local address (addr_gen_mode none): a layer-3 TUN never needs one, and
     # with it the kernel sends router solicitations and MLD reports into the tunnel.
     # Configured IPv6 addresses still work.
@@ -82,7 +88,9 @@ class TunOptions:
         off = ("off", "0", "no", "false")
         tun = env.get("GATEWAYD_TUN_OFFLOAD", "auto").strip().lower()
         every = env.get("GATEWAYD_OFFLOAD", "auto").strip().lower()
-        return cls(vnet_hdr=tun not in off and every not in off)
+        queue = env.get("GATEWAYD_TUN_QUEUE_BYTES", "").strip()
+        extra = {"queue_bytes": int(queue) or None} if queue.isdigit() else {}
+        return cls(vnet_hdr=tun not in off and every not in off, **extra)
 
     def ifr_flags(self) -> int:
         flags = IFF_TUN | IFF_NO_PI
@@ -181,8 +189,22 @@ def _configure(
                 family=AF_INET6 if iface.version == 6 else AF_INET,
                 **extra,
             )
+        if options.queue_bytes:
+            _bounded_queue(ipr, index, options.queue_bytes)
         ipr.link("set", index=index, state="up")
         return index
+
+
+def _bounded_queue(ipr: IPRoute, index: int, limit: int) -> None:
+    """fq_codel if the kernel has it, else bfifo of ``limit`` bytes; else leave it."""
+    from pyroute2.netlink.rtnl import tcmsg
+
+    # pyroute2 knows pfifo's options (struct tc_fifo_qopt), which bfifo shares.
+    tcmsg.plugins.setdefault("bfifo", tcmsg.plugins["pfifo"])
+    for kind, opts in (("fq_codel", {}), ("bfifo", {"limit": limit})):
+        with contextlib.suppress(Exception):  # not in this kernel (NetlinkError ENOENT)
+            ipr.tc("replace", kind=kind, index=index, handle="1:", **opts)
+            return
 
 
 class TunDevice:

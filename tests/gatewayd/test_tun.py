@@ -44,7 +44,8 @@ def netns() -> Iterator[str]:
 
 @pytest.fixture
 def tun(netns: str) -> Iterator[TunDevice]:
-    dev = TunDevice.open("gwtun0", 1400, [ADDR4, ADDR6])
+    # Plain packets (no virtio header): what these tests read and write by hand.
+    dev = TunDevice.open("gwtun0", 1400, [ADDR4, ADDR6], TunOptions(vnet_hdr=False))
     try:
         yield dev
     finally:
@@ -261,3 +262,20 @@ def test_multi_queue_and_vnet_header(netns: str) -> None:
     finally:
         dev.close()
     assert "gwtun3" not in {link["ifname"] for link in ip_json("link", "show")}
+
+
+def test_default_options_ask_for_offloads_and_a_bounded_queue(netns: str) -> None:
+    """From the environment: vnet_hdr unless the offloads are off; the queue in front of
+    the reader is fq_codel or, where the kernel lacks it, a FIFO bounded in bytes."""
+    assert TunOptions.from_env({}).vnet_hdr is True
+    assert TunOptions.from_env({"GATEWAYD_TUN_OFFLOAD": "off"}).vnet_hdr is False
+    assert TunOptions.from_env({"GATEWAYD_TUN_QUEUE_BYTES": "65536"}).queue_bytes == 65536
+    assert TunOptions.from_env({"GATEWAYD_TUN_QUEUE_BYTES": "0"}).queue_bytes is None
+    dev = TunDevice.open("gwtun4", 1400, [], TunOptions(queue_bytes=100_000))
+    try:
+        shown = subprocess.run(
+            ["tc", "qdisc", "show", "dev", "gwtun4"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "fq_codel" in shown or ("bfifo" in shown and "limit 100000b" in shown), shown
+    finally:
+        dev.close()

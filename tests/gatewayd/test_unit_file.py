@@ -100,17 +100,29 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
         [tool, "verify", str(stub_unit(tmp_path))], capture_output=True, text=True, timeout=60
     )
     # verify exits 0 even for unknown keys or bad values; those only show on stderr.
-    assert (cp.returncode, cp.stderr.strip()) == (0, "")
+    assert (cp.returncode, _ours(cp.stderr)) == (0, [])
 
 
 def test_shipped_unit_only_lacks_the_installed_binary() -> None:
     tool = require_systemd_analyze()
     cp = subprocess.run([tool, "verify", str(UNIT)], capture_output=True, text=True, timeout=60)
     if Path(BINARY).exists():
-        assert (cp.returncode, cp.stderr.strip()) == (0, "")
+        assert (cp.returncode, _ours(cp.stderr)) == (0, [])
     else:
-        problems = [line for line in cp.stderr.splitlines() if line.strip()]
+        problems = _ours(cp.stderr)
         assert problems and all(BINARY in line for line in problems), cp.stderr
+
+
+def _ours(stderr: str) -> list[str]:
+    """verify's complaints, less those about other units installed on the machine (it
+    loads the dependency graph, e.g. Debian's freeradius.service)."""
+    out = []
+    for line in stderr.splitlines():
+        path = line.split(":", 1)[0]
+        if not line.strip() or (path.endswith(".service") and "gatewayd" not in path):
+            continue
+        out.append(line)
+    return out
 
 
 def test_security_exposure_stays_low(tmp_path: Path) -> None:
