@@ -17,6 +17,7 @@ import errno
 import functools
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
@@ -38,6 +39,7 @@ __all__ = [
 DEFAULT_TABLE = 2000
 DEFAULT_FWMARK = 2000
 DEFAULT_RULE_PRIORITY = 10000
+SOURCE_CACHE_S = 2.0  # how long add() trusts the device index and source addresses it read
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
 FIB_RULE_INVERT = 0x2
@@ -116,6 +118,7 @@ class KernelRoutes:
         self.source_networks = tuple(_network(n) for n in source_networks)
         self.suppress_main_default = suppress_main_default
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"netlink-{ifname}")
+        self._link_cache: tuple[float, int, dict[int, str]] | None = None  # worker thread only
         self._worker: threading.Thread | None = None
         self._ipr: IPRoute | None = None
         self._closed = False
@@ -298,7 +301,22 @@ class KernelRoutes:
     def add(self, prefix: str | IPNetwork) -> None:
         """Route `prefix` via the TUN device in our table (replace: idempotent)."""
         net = _network(prefix)
-        self._call(lambda: self._replace(net, self._index(), self._sources()))
+
+        def work() -> None:
+            # The device index and source addresses rarely change: looked up once per
+            # SOURCE_CACHE_S, not per route (1,000 sites coming up meant 3,000 netlink
+            # round trips). A failure with cached values retries with fresh ones.
+            now = time.monotonic()
+            cached = self._link_cache
+            if cached is None or now - cached[0] > SOURCE_CACHE_S:
+                cached = self._link_cache = (now, self._index(), self._sources())
+            try:
+                self._replace(net, cached[1], cached[2])
+            except (OSError, NetlinkError):
+                self._link_cache = None
+                self._replace(net, self._index(), self._sources())
+
+        self._call(work)
         log.debug("route added", prefix=str(net), table=self.table)
 
     def remove(self, prefix: str | IPNetwork) -> None:

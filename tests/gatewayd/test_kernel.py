@@ -153,6 +153,17 @@ def test_routes_use_the_tun_and_carry_the_gateways_lan_address(routes: KernelRou
     assert routes.source_addresses() == {socket.AF_INET: "10.1.0.1", socket.AF_INET6: "fd01::1"}
 
 
+def test_a_source_address_that_went_away_is_looked_up_again(routes: KernelRoutes) -> None:
+    """add() reuses the device index and source addresses it read for a moment; a route
+    that fails with them (the address is gone) is retried with fresh ones."""
+    routes.add("10.2.0.0/16")
+    ip("addr", "del", "10.1.0.1/32", "dev", "lo")
+    ip("addr", "add", "10.1.0.7/32", "dev", "lo")
+    routes.add("10.3.0.0/16")  # within the cache's lifetime: 10.1.0.1 is cached, and gone
+    (v4,) = [r for r in table("-4") if r["dst"] == "10.3.0.0/16"]
+    assert v4["prefsrc"] == "10.1.0.7"
+
+
 @pytest.mark.netns
 def test_marked_traffic_bypasses_the_tunnel_table(routes: KernelRoutes) -> None:
     routes.sync(SITE_NETS)
