@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from esp.datapath import Transport
 from esp.sa import EspParams, InboundSa, OutboundSa
@@ -15,6 +16,25 @@ from ike.payloads import TrafficSelector
 from ike.session.events import ChildSaInfo
 
 SOFT_BYTES_FRACTION = 0.9  # ask for a rekey at 90% of child_lifetime_kb
+
+Address = tuple[str, int]
+
+
+class EspSockets(Protocol):
+    """The sockets an outbound SA may send on (gatewayd.netio.Endpoints has them)."""
+
+    @property
+    def nat_t(self) -> Any: ...  # UDP nat_t_port: ESP in UDP
+
+    @property
+    def esp(self) -> Any: ...  # raw IP protocol 50: plain ESP
+
+
+def transport_to(sockets: EspSockets, remote: Address, udp: bool) -> Transport:
+    """Where ESP for a peer at ``remote`` goes: in UDP to its port, or plain ESP."""
+    if udp:
+        return Transport(sockets.nat_t, (remote[0], remote[1]), udp=True)
+    return Transport(sockets.esp, (remote[0], 0), udp=False)
 
 
 def selector(ts: TrafficSelector) -> Selector:
@@ -126,3 +146,20 @@ class ChildRecord:
             "active": self.eligible,
             "drops": drops,
         }
+
+
+def retarget(
+    records: Iterable[ChildRecord], sockets: EspSockets, remote: Address, udp: bool
+) -> list[ChildRecord]:
+    """MOBIKE moved the peer (ike.session.events.PeerAddressChanged): send each record's
+    outbound ESP to ``remote``, in UDP or as plain ESP. One reference swap per SA, which
+    the packet thread picks up with its next packet: the same OutboundSa keeps its
+    sequence numbers and counters, and inbound SAs (found by SPI, from any source) stay.
+    Returns the records moved."""
+    transport = transport_to(sockets, remote, udp)
+    moved = []
+    for rec in records:
+        rec.outbound.transport = transport
+        rec.info = replace(rec.info, remote_addr=(remote[0], remote[1]), udp_encap=udp)
+        moved.append(rec)
+    return moved

@@ -273,6 +273,38 @@ def _default_proposals(protocol: str) -> Callable[[], tuple[str, ...]]:
     return default
 
 
+def _split_server(text: str) -> tuple[str, int]:
+    """Split "host:port", "[v6]:port" or a bare host or IPv6 address (port 1812)."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not host:port")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"{text!r} has no host")
+    port = 1812
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"{text!r} has no valid port")
+        port = int(port_text)
+    return host, port
+
+
+def _radius_server(value: object) -> str:
+    text = _need_str(value, "10.1.0.5:1812")
+    host, _ = _split_server(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _is_hostname(host):
+            raise ValueError(f"{host!r} is neither an IP address nor a host name") from None
+    return text
+
+
 _as_str = PlainSerializer(lambda v: None if v is None else str(v))
 Name = Annotated[str, PlainValidator(_name)]
 HostAddress = Annotated[IPAddress, PlainValidator(_host_address), _as_str]
@@ -368,6 +400,60 @@ class Site(BaseModel):
         return parse_identity(str(self.address))  # never %any: the loader requires an id
 
 
+class RadiusServer(BaseModel):
+    """``[p2s].radius``: the RADIUS server EAP is passed through to (RFC 3579)."""
+
+    model_config = _MODEL
+
+    server: Annotated[str, PlainValidator(_radius_server)]
+    secret_file: FilePath
+    timeout: Annotated[float, Field(gt=0, le=60)] = 3.0  # seconds per try
+    retries: Annotated[int, Strict(), Field(ge=0, le=10)] = 3
+    nas_identifier: str | None = None
+
+    @property
+    def host(self) -> str:
+        return _split_server(self.server)[0]
+
+    @property
+    def port(self) -> int:
+        return _split_server(self.server)[1]
+
+
+class Issuer(BaseModel):
+    """``[p2s].issuer``: a CA that ``gatewayctl p2s issue`` signs client certificates with."""
+
+    model_config = _MODEL
+
+    certificate: FilePath
+    key: FilePath
+
+
+P2sAuth = Literal["certificate", "eap-mschapv2", "eap-radius"]
+
+
+class P2s(BaseModel):
+    """``[p2s]``: remote-access clients (point-to-site), their addresses and how they log in."""
+
+    model_config = _MODEL
+
+    address_pool: Prefixes
+    dns: tuple[HostAddress, ...] = ()
+    routes: tuple[Prefix, ...] | None = None
+    auth: Annotated[tuple[P2sAuth, ...], Field(min_length=1)] = ("certificate",)
+    client_ca: tuple[FilePath, ...] = ()
+    revoked: OptFilePath = None
+    users_file: OptFilePath = None
+    radius: RadiusServer | None = None
+    max_clients: Annotated[int, Strict(), Field(ge=1, le=100000)] = 1000
+    server: str | None = None  # the name or address clients dial; default gateway.address
+    issuer: Issuer | None = None
+    lease_hold: Annotated[int, Strict(), Field(ge=0)] = 3600
+    ike_proposals: IkeProposals = Field(default_factory=_default_proposals("IKE"))
+    esp_proposals: EspProposals = Field(default_factory=_default_proposals("ESP"))
+    dpd_timeout: Annotated[int, Strict(), Field(ge=5)] = 45
+
+
 # ------------------------------------------------------------------------------ config
 
 
@@ -379,6 +465,17 @@ class Config:
     sites: tuple[Site, ...]
     source: str | None = None
     _psk_files: Mapping[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+    p2s: P2s | None = None
+
+    def p2s_routes(self) -> tuple[IPNetwork, ...]:
+        """The networks pushed to remote clients: [p2s].routes, or by default the gateway's
+        networks and every site's (in config order, without repeats)."""
+        if self.p2s is None:
+            return ()
+        if self.p2s.routes is not None:
+            return self.p2s.routes
+        nets = [*self.gateway.networks, *(n for s in self.sites for n in s.networks)]
+        return tuple(dict.fromkeys(nets))
 
     def site(self, name: str) -> Site:
         """The site called ``name``; KeyError if there is none."""
@@ -440,8 +537,10 @@ class Config:
 _TABLES: dict[str, tuple[bool, type[BaseModel]]] = {
     "gateway": (False, Gateway),
     "site": (True, Site),
+    "p2s": (False, P2s),
 }
-_NOT_YET = {"p2s": "point-to-site ([p2s]) is not supported by this version of gatewayd"}
+_OPTIONAL = {"p2s"}  # tables that may be absent
+_NOT_YET: dict[str, str] = {}
 
 
 def load_config(path: str | Path, *, check_files: bool = True) -> Config:
@@ -486,9 +585,13 @@ def parse_config(
     if gw is not None:
         problems += _check_gateway(gw) + _check_mtu(gw, [s for _, s in sites])
     problems += _check_sites(sites)
+    p2s = tables.get("p2s")
+    if isinstance(p2s, P2s):
+        problems += _check_p2s(p2s, gw, [s for _, s in sites])
     if problems or not isinstance(gateway, Gateway):
         raise ConfigError(_sorted(problems), source)
-    config = Config(gateway, tuple(_resolve(s, gateway) for _, s in sites), source)
+    resolved = tuple(_resolve(s, gateway) for _, s in sites)
+    config = Config(gateway, resolved, source, p2s=p2s)
     if check_files:
         psk_files: dict[str, bytes] = {}
         problems = _check_files(config, psk_files)
@@ -511,7 +614,7 @@ def _validate_tables(
             problems.append(Problem(key, _unknown(key, _TABLES, what)))
     for key, (is_array, model) in _TABLES.items():
         if key not in raw:
-            if not is_array:
+            if not is_array and key not in _OPTIONAL:
                 problems.append(Problem(key, "required table is missing"))
             continue
         value = raw[key]
@@ -762,7 +865,10 @@ def _check_files(config: Config, psk_files: dict[str, bytes]) -> list[Problem]:
                 out.append(Problem(f"site[{i}].psk_file", problem))
             else:
                 psk_files[site.name] = key
-    return out + _check_credentials(config.gateway)
+    out += _check_credentials(config.gateway)
+    if config.p2s is not None:
+        out += _check_p2s_files(config.p2s)
+    return out
 
 
 def _load_certificates(path: str) -> list[x509.Certificate]:
@@ -845,3 +951,105 @@ def _check_credentials(gw: Gateway) -> list[Problem]:
     for i, path in enumerate(gw.ca):
         attempt(f"gateway.ca[{i}]", _load_certificates, path)
     return out
+
+
+# --------------------------------------------------------------------------------- p2s
+
+
+def _check_p2s(p2s: P2s, gw: Gateway | None, sites: Sequence[Site]) -> list[Problem]:
+    """[p2s] rules: credentials for each auth method, pools apart from every network."""
+    out: list[Problem] = []
+    if gw is not None and not gw.certificate:
+        msg = "required with [p2s]: clients authenticate the gateway by its certificate"
+        out.append(Problem("gateway.certificate", msg))
+    needs = {
+        "certificate": ("client_ca", "the roots client certificates must chain to"),
+        "eap-mschapv2": ("users_file", "the EAP-MSCHAPv2 users and their NT hashes"),
+        "eap-radius": ("radius", "the RADIUS server"),
+    }
+    for method in dict.fromkeys(p2s.auth):
+        name, what = needs[method]
+        if not getattr(p2s, name):
+            out.append(Problem(f"p2s.{name}", f'required when auth includes "{method}": {what}'))
+    seen: dict[str, int] = {}
+    for j, method in enumerate(p2s.auth):
+        if method in seen:
+            out.append(Problem(f"p2s.auth[{j}]", f"'{method}' is listed twice"))
+        seen.setdefault(method, j)
+    out += _duplicates(p2s.address_pool, "p2s.address_pool")
+    v6_pool = any(n.version == 6 for n in p2s.address_pool)
+    # Said once: _check_mtu reports it already when a gateway or site network is IPv6.
+    if gw is not None and gw.mtu < 1280 and v6_pool and not _check_mtu(gw, sites):
+        msg = f"must be at least 1280 when an address pool is IPv6 (got {gw.mtu})"
+        out.append(Problem("gateway.mtu", msg))
+    others: list[tuple[IPNetwork, str]] = []
+    if gw is not None:
+        others += [(n, f"gateway.networks[{g}]") for g, n in enumerate(gw.networks)]
+    for i, site in enumerate(sites):
+        others += [(n, f"site[{i}].networks[{k}]") for k, n in enumerate(site.networks)]
+    for j, pool in enumerate(p2s.address_pool):
+        for k, other in enumerate(p2s.address_pool[:j]):
+            if pool.version == other.version and pool.overlaps(other) and pool != other:
+                msg = f"'{pool}' overlaps '{other}' (p2s.address_pool[{k}])"
+                out.append(Problem(f"p2s.address_pool[{j}]", msg))
+        for net, where in others:
+            if pool.version == net.version and pool.overlaps(net):
+                msg = f"'{pool}' overlaps '{net}' ({where}): clients' addresses must be their own"
+                out.append(Problem(f"p2s.address_pool[{j}]", msg))
+                break
+    return out
+
+
+def _check_p2s_files(p2s: P2s) -> list[Problem]:
+    """The files [p2s] names: readable, and in the format their readers expect."""
+    out: list[Problem] = []
+
+    def attempt(key: str, load: Callable[[str], Any], path: str) -> None:
+        try:
+            load(path)
+        except _FileProblem as exc:
+            out.append(Problem(key, str(exc)))
+
+    for i, path in enumerate(p2s.client_ca):
+        attempt(f"p2s.client_ca[{i}]", _load_certificates, path)
+    if p2s.users_file is not None:
+        attempt("p2s.users_file", _load_users_file, p2s.users_file)
+    if p2s.revoked is not None:
+        attempt("p2s.revoked", _load_revoked_file, p2s.revoked)
+    if p2s.radius is not None:
+        attempt("p2s.radius.secret_file", _read_radius_secret, p2s.radius.secret_file)
+    if p2s.issuer is not None:
+        attempt("p2s.issuer.certificate", _load_certificate, p2s.issuer.certificate)
+        attempt("p2s.issuer.key", _load_private_key, p2s.issuer.key)
+    return out
+
+
+def _read_radius_secret(path: str) -> bytes:
+    secret = _read(path, limit=4096).strip()
+    if not secret:
+        raise _FileProblem(f"'{path}' is empty: it must hold the RADIUS shared secret")
+    return secret
+
+
+def _load_users_file(path: str) -> Any:
+    _read(path)  # readable and not huge, whatever the parser says below
+    try:
+        from gatewayd.p2s.users import UsersFileError, load_users
+    except ImportError:  # pragma: no cover - the users module ships with gatewayd
+        return None
+    try:
+        return load_users(path)
+    except UsersFileError as exc:
+        raise _FileProblem(str(exc)) from None
+
+
+def _load_revoked_file(path: str) -> Any:
+    _read(path)
+    try:
+        from gatewayd.p2s.revocation import RevocationError, load_revocation_list
+    except ImportError:  # pragma: no cover - the revocation module ships with gatewayd
+        return None
+    try:
+        return load_revocation_list(path)
+    except RevocationError as exc:
+        raise _FileProblem(str(exc)) from None

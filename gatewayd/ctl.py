@@ -20,6 +20,7 @@ from gatewayd.control import (
     ControlClientError,
     ControlConnectError,
 )
+from gatewayd.p2s import cli as p2s_cli
 
 DEFAULT_CONFIG = "/etc/gatewayd/gatewayd.toml"
 DEFAULT_TIMEOUT = 10.0
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reload", help="re-read the configuration")
     rt = sub.add_parser("routes", help="the route table: prefix, site, Child SA, state")
     rt.add_argument("--json", action="store_true", help="print the daemon's JSON")
+    p2s_cli.add_parser(sub)  # offline commands: users, client certificates, profiles
     return p
 
 
@@ -102,6 +104,8 @@ SITE_HEADERS = ("SITE", "STATE", "ROLE", "REMOTE", "IKE PROPOSAL", "ESTABLISHED"
 CHILD_HEADERS: tuple[str, ...] = ("SITE", "SPI IN", "SPI OUT", "PROPOSAL", "TRAFFIC SELECTORS")
 CHILD_HEADERS += ("BYTES IN", "BYTES OUT", "PKTS IN", "PKTS OUT", "ESTABLISHED")
 ROUTE_HEADERS = ("PREFIX", "SITE", "CHILD SA", "STATE")
+CLIENT_HEADERS: tuple[str, ...] = ("CLIENT", "VIRTUAL IP", "REMOTE", "AUTH", "SPI IN", "SPI OUT")
+CLIENT_HEADERS += ("BYTES IN", "BYTES OUT", "PKTS IN", "PKTS OUT", "ESTABLISHED")
 
 
 def table(
@@ -160,8 +164,11 @@ def render_status(result: Any) -> str:
         f"  up {duration(gw.get('uptime_s'))}"
     )
     sites = [s for s in result.get("sites") or [] if isinstance(s, dict)]
+    p2s = result.get("p2s")
     if not sites:
         out.append("\nno sites configured")
+        if isinstance(p2s, dict):
+            out += ["", render_p2s(p2s)]
         return "\n".join(out)
 
     site_rows: list[list[object]] = []
@@ -200,7 +207,41 @@ def render_status(result: Any) -> str:
         out.append(table(CHILD_HEADERS, child_rows, right=CHILD_HEADERS[5:]))
     else:
         out.append("no Child SAs")
+    if isinstance(p2s, dict):
+        out += ["", render_p2s(p2s)]
     return "\n".join(out)
+
+
+def render_p2s(p2s: dict[str, Any]) -> str:
+    """The remote clients: one row each, with the virtual IPs, address and counters."""
+    pool = p2s.get("pool") or {}
+    clients = [c for c in p2s.get("clients") or [] if isinstance(c, dict)]
+    head = (
+        f"point-to-site: {len(clients)} clients (max {p2s.get('max_clients', '-')}),"
+        f" pool {','.join(pool.get('prefixes') or []) or '-'}"
+        f" {pool.get('used', 0)}/{pool.get('size', '-')} in use"
+    )
+    if not clients:
+        return head + "\nno clients connected"
+    rows: list[list[object]] = []
+    for c in clients:
+        first: dict[str, Any] = next(iter(c.get("child_sas") or []), {})
+        rows.append(
+            [
+                c.get("identity"),
+                ",".join(c.get("virtual_ips") or []) or None,
+                c.get("remote"),
+                c.get("auth"),
+                first.get("spi_in"),
+                first.get("spi_out"),
+                size(c.get("bytes_in")),
+                size(c.get("bytes_out")),
+                c.get("packets_in"),
+                c.get("packets_out"),
+                duration(c.get("established_s")),
+            ]
+        )
+    return head + "\n\n" + table(CLIENT_HEADERS, rows, right=CLIENT_HEADERS[6:])
 
 
 def _child_sa_label(value: Any) -> object:
@@ -255,6 +296,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         ns = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 0 for --help, 2 for bad usage
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if ns.cmd == "p2s":  # works on files, not on the daemon
+        return p2s_cli.run(ns, out)
     try:
         path = resolve_socket(ns.socket, ns.config)
     except UsageError as exc:

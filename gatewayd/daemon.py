@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from gatewayd.ikeconf import Credentials, session_config
 from gatewayd.kernel import KernelRoutes
 from gatewayd.logging import configure_logging, get_logger
 from gatewayd.netio import EndpointError, Endpoints, open_endpoints
+from gatewayd.p2s.runner import P2sRunner, P2sSetupError
 from gatewayd.pump import pump
 from gatewayd.site import SiteRunner
 from gatewayd.status import gateway_status, routes_status
@@ -61,7 +63,9 @@ class GatewayDaemon:
         self.sadb = SaDatabase()
         self.routes: RouteTable[Any] = RouteTable()
         self.sites: dict[str, SiteRunner] = {}
-        self.sessions: dict[IkeSession, SiteRunner | None] = {}
+        self._site_index: tuple[dict[Any, list[SiteRunner]], list[SiteRunner]] | None = None
+        self.sessions: dict[IkeSession, SiteRunner | P2sRunner | None] = {}
+        self.p2s: P2sRunner | None = None
         self.dispatcher = Dispatcher(self._new_responder)
         self.creds = Credentials()
         self.ike_drops = 0
@@ -87,6 +91,11 @@ class GatewayDaemon:
             self.creds = Credentials.load(gw)
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot load credentials: {exc}") from None
+        if self.config.p2s is not None:
+            try:
+                self.p2s = P2sRunner(self, self.config, self.creds)
+            except (P2sSetupError, OSError, ValueError) as exc:
+                raise StartupError(f"cannot set up point-to-site: {exc}") from None
         try:
             self.endpoints = open_endpoints(str(gw.address), gw.ike_port, gw.nat_t_port)
         except EndpointError as exc:
@@ -127,6 +136,8 @@ class GatewayDaemon:
             self._add_site(self.config, site)
         for runner in self.sites.values():
             runner.start()
+        if self.p2s is not None:
+            self.p2s.start()
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(systemd.watchdog_loop()))
         for sig, handler in (
@@ -142,6 +153,7 @@ class GatewayDaemon:
             address=str(gw.address),
             interface=self.tun.name,
             sites=len(self.sites),
+            p2s=self.p2s is not None,
         )
 
     def request_stop(self) -> None:
@@ -160,6 +172,8 @@ class GatewayDaemon:
         log.info("gateway stopping", sessions=len(self.sessions))
         for runner in self.sites.values():
             runner.delete_all("gateway stopping")
+        if self.p2s is not None:
+            self.p2s.stop("gateway stopping")
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while time.monotonic() < deadline and any(
             s.state is not State.CLOSED for s in self.sessions
@@ -184,6 +198,8 @@ class GatewayDaemon:
         if self.endpoints is not None:
             with contextlib.suppress(Exception):
                 self.loop.remove_reader(self.endpoints.ike.fileno())
+        if self.p2s is not None:
+            self.p2s.close()
         if self.tun is not None:
             self.tun.shutdown()
         if self.datapath is not None:
@@ -208,11 +224,34 @@ class GatewayDaemon:
             self, site, session_config(config, site, self.creds), config.site_fingerprint(site)
         )
         self.sites[site.name] = runner
+        self._site_index = None
         return runner
 
-    def adopt(self, session: IkeSession, site: SiteRunner | None) -> None:
+    def _sites_at(self, ip: str) -> list[SiteRunner]:
+        """The sites a peer at ``ip`` may start an IKE SA for: those with its address, then
+        the %any ones. An index by address, rebuilt after sites change: with 1,000 sites a
+        scan per IKE_SA_INIT cost more than the rest of the exchange."""
+        if self._site_index is None:
+            by_address: dict[Any, list[SiteRunner]] = {}
+            anywhere: list[SiteRunner] = []
+            for r in self.sites.values():
+                if r.site.any_address:
+                    anywhere.append(r)
+                else:
+                    by_address.setdefault(r.site.address, []).append(r)
+            self._site_index = (by_address, anywhere)
+        by_address, anywhere = self._site_index
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return []
+        return [r for r in (*by_address.get(addr, ()), *anywhere) if r.accepts_from(ip)]
+
+    def adopt(self, session: IkeSession, site: SiteRunner | P2sRunner | None) -> None:
         self.sessions[session] = site
-        if site is not None and session not in site.sessions:
+        if isinstance(site, P2sRunner):
+            site.adopt(session)
+        elif site is not None and session not in site.sessions:
             site.sessions.append(session)
 
     # ================================================================== IKE in/out
@@ -280,24 +319,48 @@ class GatewayDaemon:
     def _new_responder(self, _local: Any, remote: Any, now: float) -> IkeSession | None:
         """A peer starts an IKE SA: find the sites it may be, or refuse (None)."""
         ip = remote[0]
-        candidates = [r for r in self.sites.values() if r.accepts_from(ip)]
+        candidates = self._sites_at(ip)
+        p2s = self.p2s
+        if p2s is not None and not any(not r.site.any_address for r in candidates):
+            # No site has this address: a remote client, or (by its identity, in IKE_AUTH)
+            # one of the %any sites.
+            if not candidates:
+                if not p2s.accepting(ip, now):
+                    return None
+                session = p2s.new_session(remote, self._rx_port, now)
+                self.adopt(session, p2s)
+                return session
+            return self._responder_for(candidates, remote, now, p2s)
         if not candidates:
             held = [r.name for r in self.sites.values() if r.admin_down and r.matches_address(ip)]
             why = f"site {held[0]} is down by operator" if held else "no site has this address"
             log.info("ike_sa_refused", remote=ip, reason=why)
             return None
+        return self._responder_for(candidates, remote, now, None)
+
+    def _responder_for(
+        self, candidates: list[SiteRunner], remote: Any, now: float, p2s: P2sRunner | None
+    ) -> IkeSession:
+        """A responder session that IKE_AUTH resolves to one of the candidate sites or,
+        when no site's identity matches and ``p2s`` is given, to a remote client."""
+        ip = remote[0]
         exact = [r for r in candidates if not r.site.any_address]
         first = (exact or candidates)[0]
         cfg = first.session_config
-        if len(candidates) > 1:
+        if len(candidates) > 1 or p2s is not None:
             # Until IKE_AUTH names the peer, accept any candidate's IKE proposals.
-            proposals = [p for r in candidates for p in r.session_config.ike_proposals]
+            configs = [r.session_config for r in candidates]
+            if p2s is not None:
+                configs.append(p2s.session_config)
+            proposals = [p for c in configs for p in c.ike_proposals]
             cfg = replace(cfg, ike_proposals=proposals)
 
         def resolve(identity: Any, _wanted: Any) -> Any:
             for r in candidates:
                 if r.accepts_from(ip) and r.session_config.remote_id.matches(identity):
                     return r.session_config
+            if p2s is not None and p2s.accepting(ip, time.time()):
+                return p2s.session_config
             return None
 
         gw = self.gateway
@@ -323,6 +386,11 @@ class GatewayDaemon:
 
     def service(self, s: IkeSession) -> None:
         """After anything touched a session: send, handle events, re-arm its timer."""
+        p2s = self.p2s
+        if p2s is not None and (p2s.owns(s) or P2sRunner.is_p2s(s)):
+            if self.sessions.get(s) is not p2s:  # IKE_AUTH made a %any responder a client
+                self.adopt(s, p2s)
+            p2s.observe(s)
         pump(s, self._send, self._on_event_safely)
         self.dispatcher.after(s)
         if s.state is State.CLOSED:
@@ -337,6 +405,12 @@ class GatewayDaemon:
             log.exception("event handling failed", site=s.config.name, ike_event=type(e).__name__)
 
     def _on_event(self, s: IkeSession, e: Any) -> None:
+        p2s = self.p2s
+        if p2s is not None and (p2s.owns(s) or P2sRunner.is_p2s(s)):
+            if self.sessions.get(s) is not p2s:
+                self.adopt(s, p2s)
+            p2s.on_event(s, e)
+            return
         runner = self.sessions.get(s)
         if runner is None:
             runner = self.sites.get(s.config.name) if s.state is State.ESTABLISHED else None
@@ -389,6 +463,11 @@ class GatewayDaemon:
                     runner.housekeeping(now)
                 except Exception:
                     log.exception("housekeeping failed", site=runner.name)
+            if self.p2s is not None:
+                try:
+                    self.p2s.housekeeping(now)
+                except Exception:
+                    log.exception("housekeeping failed", site="p2s")
 
     # ================================================================== reload
 
@@ -416,9 +495,11 @@ class GatewayDaemon:
             creds = Credentials.load(new.gateway)
         except (OSError, ValueError) as exc:
             raise ControlError(f"cannot load credentials: {exc}") from None
+        p2s_result = self._reload_p2s(new, creds)
         old_names = set(self.sites)
         new_names = [s.name for s in new.sites]
         result: dict[str, list[str]] = {"added": [], "removed": [], "changed": [], "unchanged": []}
+        self._site_index = None
         for name in old_names - set(new_names):
             self.sites.pop(name).remove()
             result["removed"].append(name)
@@ -439,10 +520,30 @@ class GatewayDaemon:
                 result["added"].append(site.name)
                 log.info("site added", site=site.name)
             self._add_site(new, site).start()
+        self._site_index = None  # addresses may have changed with the sites
         self.config = new
         self.gateway = new.gateway
-        log.info("config reloaded", **result)
+        log.info("config reloaded", **result, p2s=p2s_result)
+        if p2s_result is not None:
+            result["p2s"] = [f"{k}={v}" for k, v in p2s_result.items()]
         return result
+
+    def _reload_p2s(self, new: Config, creds: Credentials) -> dict[str, Any] | None:
+        """[p2s] added, removed or changed; ControlError (nothing changed) if unusable."""
+        try:
+            if new.p2s is None:
+                if self.p2s is not None:
+                    self.p2s.remove()
+                    self.p2s = None
+                    return {"removed": True}
+                return None
+            if self.p2s is None:
+                self.p2s = P2sRunner(self, new, creds)
+                self.p2s.start()
+                return {"added": True}
+            return dict(self.p2s.reload(new, creds))
+        except (P2sSetupError, OSError, ValueError) as exc:
+            raise ControlError(f"point-to-site: {exc}; nothing changed") from None
 
     # ================================================================== control
 

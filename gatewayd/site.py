@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from esp.datapath import Transport
 from esp.route_table import RouteTable
 from esp.sadb import SaDatabase
-from gatewayd.childsa import ChildRecord
+from gatewayd.childsa import ChildRecord, retarget, transport_to
 from gatewayd.config import Gateway, Site
 from gatewayd.ikeconf import ROUTE_BASED_CHILD, pair_child_name, site_source_selectors
 from gatewayd.kernel import KernelRoutes
@@ -287,6 +287,29 @@ class SiteRunner:
         self.reason = f"negotiation failed: {e.reason}"
         self.log.error("negotiation_failed", reason=e.reason)
 
+    def _on_PeerAddressChanged(self, s: IkeSession, e: ev.PeerAddressChanged) -> None:
+        """MOBIKE moved the peer: its Child SAs follow, same SPIs, same counters."""
+        moved: list[ChildRecord] = []
+        ep = self.gw.endpoints
+        if ep is not None:
+            mine = [r for r in self.records.values() if r.session is s]
+            moved = retarget(mine, ep, e.new, e.udp)
+        info = self.ike_info.get(id(s))
+        if info is not None:
+            self.ike_info[id(s)] = replace(
+                info, remote_addr=e.new, nat_local=s.nat_local, nat_remote=s.nat_remote
+            )
+        spis = s.spis
+        self.log.info(
+            "peer_address_changed",
+            old=f"{e.old[0]}:{e.old[1]}",
+            new=f"{e.new[0]}:{e.new[1]}",
+            encap="udp" if e.udp else "esp",
+            spi_i=spis[0].hex() if spis else None,
+            spi_r=spis[1].hex() if spis else None,
+            child_sas=[f"{_hex(r.info.spi_in)}/{_hex(r.info.spi_out)}" for r in moved],
+        )
+
     def _on_PeerDead(self, s: IkeSession, e: ev.PeerDead) -> None:
         self.reason = f"peer dead: {e.reason}"
         self.log.warning("peer_dead", reason=e.reason)
@@ -357,10 +380,7 @@ class SiteRunner:
     def transport_for(self, info: ev.ChildSaInfo) -> Transport:
         ep = self.gw.endpoints
         assert ep is not None, "sites run only while the endpoints are open"
-        host, port = info.remote_addr[0], info.remote_addr[1]
-        if info.udp_encap:
-            return Transport(ep.nat_t, (host, port), udp=True)
-        return Transport(ep.esp, (host, 0), udp=False)
+        return transport_to(ep, info.remote_addr, info.udp_encap)
 
     def _install(self, s: IkeSession, info: ev.ChildSaInfo) -> ChildRecord:
         sources = None
@@ -532,6 +552,7 @@ class SiteRunner:
                 "remote_id": info.remote_id if info else None,
                 "nat_local": active.nat_local,
                 "nat_remote": active.nat_remote,
+                "mobike": active.mobike,  # RFC 4555 negotiated: the peer may move
                 "established_s": round(now - info.established_at, 1) if info else None,
             }
         children = [

@@ -32,6 +32,7 @@ def gateway_status(daemon: Any) -> dict[str, Any]:
             "uptime_s": round(time.monotonic() - daemon.started_mono, 1),
         },
         "sites": [runner.status(now) for runner in daemon.sites.values()],
+        "p2s": daemon.p2s.status(now) if getattr(daemon, "p2s", None) is not None else None,
         "datapath": {
             "packets_in": counters.in_packets,
             "packets_out": counters.out_packets,

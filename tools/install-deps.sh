@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what gatewayd's lab, tests, demo and benchmark need on Debian 12 (bookworm).
 # Idempotent and non-interactive: packages already present are skipped (no apt-get
-# update then), and the system's own strongSwan service is kept stopped and masked,
-# because the tests run their own charon instances in network namespaces.
+# update then), and the system's own strongSwan and FreeRADIUS services are kept stopped
+# and masked, because the tests run their own charon and freeradius instances (with their
+# own configs) in network namespaces.
 #
 #   sudo tools/install-deps.sh            # system packages
 #   sudo tools/install-deps.sh --python   # also: pip install -e '.[test]' from the repo
@@ -12,15 +13,16 @@ set -euo pipefail
 REQUIRED=(
     strongswan-swanctl charon-systemd libcharon-extra-plugins libstrongswan-extra-plugins
     strongswan-pki iproute2 iputils-ping nftables tcpdump iperf3 procps
-    docker-compose
+    docker-compose freeradius
     python3 python3-venv python3-pip
 )
 # For the benchmark's WireGuard baseline; both exist in bookworm (wireguard-go is
 # 0.0.20220316 there). Missing ones only warn.
 OPTIONAL=(wireguard-tools wireguard-go)
 # strongswan.service comes with charon-systemd (alias strongswan-swanctl.service);
-# strongswan-starter.service with the legacy ipsec starter, should it ever be installed.
-UNITS=(strongswan.service strongswan-starter.service)
+# strongswan-starter.service with the legacy ipsec starter, should it ever be installed;
+# freeradius.service would listen on UDP 1812 with /etc/freeradius's test client.
+UNITS=(strongswan.service strongswan-starter.service freeradius.service)
 
 want_python=0 force_update=0
 for arg in "$@"; do
@@ -92,7 +94,7 @@ else
 fi
 
 # The system's strongSwan would bind UDP 500/4500 in the root namespace and read
-# /etc/swanctl: stop it and mask it (works with and without a running systemd).
+# /etc/swanctl, FreeRADIUS UDP 1812: stop them and mask them (with or without systemd).
 if [ -d /run/systemd/system ]; then
     for u in "${UNITS[@]}"; do
         systemctl stop "$u" 2>/dev/null || true
@@ -114,7 +116,8 @@ if [ "$want_python" -eq 1 ]; then
 fi
 
 # Report what the lab checks for, so a broken install shows here and not in a test.
-for cmd in /usr/sbin/charon-systemd swanctl pki ip nft tcpdump iperf3 ping docker-compose; do
+for cmd in /usr/sbin/charon-systemd swanctl pki ip nft tcpdump iperf3 ping docker-compose \
+    /usr/sbin/freeradius; do
     command -v "$cmd" >/dev/null || { log "ERROR: $cmd not found after install"; exit 1; }
 done
 [ -f /etc/strongswan.d/charon/kernel-libipsec.conf ] || {

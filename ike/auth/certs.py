@@ -15,7 +15,8 @@ Profile (RFC 5280 §6 trimmed to what IKE needs, RFC 4945, RFC 4809):
 - critical extensions other than the ones above, SAN and key identifiers are refused
   (name constraints and policy processing are not implemented);
 - at most MAX_CHAIN_LENGTH certificates per path, MAX_INTERMEDIATES candidates.
-No revocation checking (CRL/OCSP) yet.
+Revocation: no CRL/OCSP; the owner of a TrustStore may pass a ``revoked`` predicate (the
+P2S revocation list) that every certificate of a path except the trust anchor must pass.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import datetime
 import hashlib
 import ipaddress
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -57,6 +58,8 @@ _PROCESSED_CRITICAL = frozenset(
     }
 )
 _WEAK_HASHES = (hashes.MD5, hashes.SHA1)
+
+RevokedCheck = Callable[[x509.Certificate], bool]
 
 
 # -- loading --------------------------------------------------------------------------
@@ -229,10 +232,29 @@ def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> None:
 # -- trust store and path validation ----------------------------------------------------
 
 
-class TrustStore:
-    """The CA certificates we trust (trust anchors)."""
+def _check_not_revoked(cert: x509.Certificate, revoked: RevokedCheck | None) -> None:
+    if revoked is None:
+        return
+    try:
+        listed = revoked(cert)
+    except Exception as e:  # fail closed: a broken check must not let a certificate pass
+        raise AuthenticationError(
+            f"revocation check failed for {describe(cert)}: {type(e).__name__}"
+        ) from None
+    if listed:
+        raise AuthenticationError(
+            f"certificate revoked: {describe(cert)} (serial {cert.serial_number:x})"
+        )
 
-    def __init__(self, cas: Iterable[x509.Certificate]) -> None:
+
+class TrustStore:
+    """The CA certificates we trust (trust anchors), and optionally a revocation check
+    applied to every other certificate of a path (end entity and intermediates)."""
+
+    def __init__(
+        self, cas: Iterable[x509.Certificate], revoked: RevokedCheck | None = None
+    ) -> None:
+        self.revoked = revoked
         self._cas: list[x509.Certificate] = []
         seen: set[bytes] = set()
         for ca in cas:
@@ -267,7 +289,7 @@ class TrustStore:
         for cert in intermediates[:MAX_INTERMEDIATES]:
             if cert != end_entity and cert not in pool:
                 pool.append(cert)
-        return _PathSearch(self._cas, pool, now).run(end_entity)
+        return _PathSearch(self._cas, pool, now, self.revoked).run(end_entity)
 
 
 class _PathSearch:
@@ -278,11 +300,16 @@ class _PathSearch:
     """
 
     def __init__(
-        self, anchors: list[x509.Certificate], pool: list[x509.Certificate], now: datetime.datetime
+        self,
+        anchors: list[x509.Certificate],
+        pool: list[x509.Certificate],
+        now: datetime.datetime,
+        revoked: RevokedCheck | None = None,
     ) -> None:
         self.anchors = anchors
         self.pool = pool
         self.now = now
+        self.revoked = revoked
         self.signature_checks = 0
         self.failures: list[tuple[int, str]] = []
 
@@ -326,6 +353,9 @@ class _PathSearch:
             if self.signature_checks > _MAX_SIGNATURE_CHECKS:
                 raise AuthenticationError("certificate path search gave up (too many candidates)")
             _check_signature(path[-1], issuer)
+            # Once its signature verifies, so that "revoked" is only said of a genuine
+            # certificate. The anchor is never checked: it is trusted by being configured.
+            _check_not_revoked(path[-1], self.revoked)
         except AuthenticationError as e:
             self.failures.append((len(path), str(e)))
             return False

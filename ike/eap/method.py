@@ -1,12 +1,20 @@
-"""EAP-Identity then EAP-MSCHAPv2, as the gateway (server) and as a client (peer).
+"""EAP-Identity then EAP-MSCHAPv2, as the gateway (server) and as a client (peer), and
+the gateway's EAP backends.
 
 Each side is a small state machine fed one EAP packet at a time; no I/O, randomness
 injected. On success both ends hold the same 64-octet MSK for the IKE AUTH payload.
+
+The gateway's IKE_AUTH code talks to an ``EapBackend``: ``LocalEapBackend`` answers at
+once from the users file (EapServer); ``RelayEapBackend`` asks the client's identity
+itself, then hands every further response to an outside server (RADIUS, RFC 3579) and
+answers later, when the daemon feeds the server's ``EapAnswer`` back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ike.eap import mschapv2 as ms
 from ike.eap.packets import (
@@ -27,6 +35,216 @@ from ike.eap.packets import (
 from ike.errors import AuthenticationError, DecodeError
 
 UserLookup = Callable[[str], bytes | None]  # user name -> NT hash, None if unknown
+
+MSK_LEN = 64  # RFC 3748 §7.10: at least 64 octets
+MAX_IDENTITY = 253  # what one RADIUS User-Name attribute holds
+
+
+@dataclass(frozen=True)
+class EapAnswer:
+    """An outside server's answer to the client's last EAP response (deferred backends)."""
+
+    # The EAP packet for the client: the next request, or Success.
+    message: bytes = field(default=b"", repr=False)
+    # With Success: the key the AUTH payloads are computed with (never in a repr or log).
+    msk: bytes | None = field(default=None, repr=False)
+    error: str | None = None  # refused, unreachable or broken: why (logged, never sent)
+    context: bytes = field(default=b"", repr=False)  # server state to echo (RADIUS State)
+
+
+class EapBackend(Protocol):
+    """The gateway's side of EAP for one client session."""
+
+    @property
+    def username(self) -> str:
+        """The client's EAP identity ("" until known)."""
+        ...
+
+    @property
+    def msk(self) -> bytes | None:
+        """The key, once EAP succeeded."""
+        ...
+
+    @property
+    def context(self) -> bytes:
+        """Deferred backends: the server's state to echo with the next response."""
+        ...
+
+    def start(self) -> bytes:
+        """The first EAP request (an EAP-Identity request)."""
+        ...
+
+    def step(self, raw: bytes) -> bytes | None:
+        """The next EAP packet for the client, or None when the answer comes later
+        through ``resume``. Raises AuthenticationError with the reason to log."""
+        ...
+
+    def resume(self, answer: EapAnswer) -> bytes:
+        """A deferred step's answer: the EAP packet for the client, or AuthenticationError."""
+        ...
+
+    def failure(self) -> bytes:
+        """An EAP-Failure for the client."""
+        ...
+
+
+class LocalEapBackend:
+    """EAP-MSCHAPv2 against the users file: every answer is immediate."""
+
+    context = b""
+
+    def __init__(self, server: EapServer) -> None:
+        self.server = server
+
+    @property
+    def username(self) -> str:
+        return self.server.username
+
+    @property
+    def msk(self) -> bytes | None:
+        return self.server.msk
+
+    def start(self) -> bytes:
+        return self.server.start().encode()
+
+    def step(self, raw: bytes) -> bytes:
+        return self.server.step(raw).encode()
+
+    def resume(self, answer: EapAnswer) -> bytes:
+        raise AuthenticationError("EAP: an answer arrived but none was pending")
+
+    def failure(self) -> bytes:
+        return self.server.failure().encode()
+
+
+class RelayEapBackend:
+    """EAP pass-through: EAP-Identity here, then every response of the client goes to an
+    outside server (the daemon relays ``pending``), whatever method that server speaks.
+
+    Only the EAP framing is checked here: codes, identifiers, that Success comes with a
+    key; the method itself is between the client and the server."""
+
+    def __init__(self, rng: Callable[[int], bytes]) -> None:
+        self.identifier = rng(1)[0]
+        self.username = ""
+        self.msk: bytes | None = None
+        self.context = b""
+        self.pending: bytes | None = None  # the client's response waiting for the server
+
+    def start(self) -> bytes:
+        return Eap(REQUEST, self.identifier, TYPE_IDENTITY, b"").encode()
+
+    def step(self, raw: bytes) -> bytes | None:
+        try:
+            pkt = Eap.decode(raw)
+        except DecodeError as e:
+            raise AuthenticationError(f"EAP: {e}") from e
+        if pkt.code != RESPONSE or pkt.identifier != self.identifier or self.msk is not None:
+            raise AuthenticationError("EAP: unexpected packet (not a response to our request)")
+        if self.username == "":
+            if pkt.type != TYPE_IDENTITY:
+                raise AuthenticationError("EAP: expected an EAP-Identity response")
+            name = pkt.data.decode("utf-8", "replace")
+            if not name or len(pkt.data) > MAX_IDENTITY or not name.isprintable():
+                raise AuthenticationError("EAP: unusable EAP-Identity")
+            self.username = name
+        self.pending = raw
+        return None
+
+    def resume(self, answer: EapAnswer) -> bytes:
+        self.pending = None
+        if answer.error is not None:
+            raise AuthenticationError(answer.error)
+        message = answer.message
+        if not message and answer.msk is not None:
+            # An accept that carries keys but no EAP-Success: say it to the client ourselves.
+            message = Eap(SUCCESS, self.identifier).encode()
+        try:
+            pkt = Eap.decode(message)
+        except DecodeError as e:
+            raise AuthenticationError(f"EAP from the server: {e}") from e
+        self.context = answer.context
+        if pkt.code == REQUEST:
+            self.identifier = pkt.identifier
+            return message
+        if pkt.code == SUCCESS:
+            if answer.msk is None or len(answer.msk) < 32:
+                raise AuthenticationError("EAP-Success from the server without a key (MSK)")
+            self.msk = answer.msk
+            return message
+        if pkt.code == FAILURE:
+            raise AuthenticationError(f"EAP-Failure from the server for user '{self.username}'")
+        raise AuthenticationError("EAP: the server sent a response, not a request")
+
+    def failure(self) -> bytes:
+        return Eap(FAILURE, self.identifier).encode()
+
+
+class ChoosingEapBackend:
+    """Local users and RADIUS together: a user of the users file logs in here, anyone
+    else is relayed to the server. Decided on the EAP-Identity, before any method runs."""
+
+    def __init__(self, users: UserLookup, rng: Callable[[int], bytes], name: bytes) -> None:
+        self.users = users
+        self.rng = rng
+        self.name = name
+        self.relay = RelayEapBackend(rng)
+        self.local: LocalEapBackend | None = None
+
+    @property
+    def _active(self) -> EapBackend:
+        return self.local if self.local is not None else self.relay
+
+    @property
+    def username(self) -> str:
+        return self._active.username
+
+    @property
+    def msk(self) -> bytes | None:
+        return self._active.msk
+
+    @property
+    def context(self) -> bytes:
+        return self._active.context
+
+    def start(self) -> bytes:
+        return self.relay.start()
+
+    def step(self, raw: bytes) -> bytes | None:
+        if self.local is not None:
+            return self.local.step(raw)
+        if self.relay.username:
+            return self.relay.step(raw)
+        out = self.relay.step(raw)  # checks the EAP-Identity response
+        if self.users(self.relay.username) is None:
+            return out
+        server = EapServer(self.users, self.rng, self.name)
+        server.identifier = self.relay.identifier  # it answered our identity request
+        self.local = LocalEapBackend(server)
+        return self.local.step(raw)
+
+    def resume(self, answer: EapAnswer) -> bytes:
+        return self._active.resume(answer)
+
+    def failure(self) -> bytes:
+        return self._active.failure()
+
+
+def relay_backend(session: Any) -> RelayEapBackend:
+    """``SessionConfig.eap_backend`` for EAP pass-through (RADIUS): one per session."""
+    return RelayEapBackend(session.rng)
+
+
+def backend_factory(
+    users: UserLookup | None, radius: bool, name: str
+) -> Callable[[Any], EapBackend] | None:
+    """``SessionConfig.eap_backend`` for a gateway's EAP settings: the users file
+    ("eap-mschapv2"), RADIUS ("eap-radius"), or both (users file first). None: no EAP."""
+    if users is not None and radius:
+        return lambda s: ChoosingEapBackend(users, s.rng, name.encode())
+    if users is not None:
+        return lambda s: LocalEapBackend(EapServer(users, s.rng, name.encode()))
+    return relay_backend if radius else None
 
 
 class EapServer:

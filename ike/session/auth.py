@@ -23,7 +23,7 @@ from ike.payloads import (
 from ike.session import child as child_ex
 from ike.session import eap as eap_ex
 from ike.session import events as ev
-from ike.session import vip
+from ike.session import mobike, vip
 from ike.session.config import SessionConfig
 from ike.session.init import certreq_payloads
 from ike.session.session import State, Task, error_notify
@@ -109,6 +109,7 @@ class AuthTask(Task):
             )
             payloads.append(_auth_payload(s, sa, octets))
         payloads += vip.request_payloads(s)
+        payloads += mobike.auth_request_notifies(s)
         if cfg.children:
             self.child_req, child_payloads = child_ex.build_request(
                 s, cfg.children[0], ike_auth=True
@@ -199,8 +200,9 @@ def established(s: IkeSession, sa: IkeSa, now: float) -> None:
     )
 
 
-def respond(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]:
-    """The responder's IKE_AUTH: authenticate the peer, pick the config, answer."""
+def respond(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload] | None:
+    """The responder's IKE_AUTH: authenticate the peer, pick the config, answer (None:
+    later, when the outside EAP server answers)."""
     if s.state is not State.CONNECTING or s.init is None:
         return [NotifyPayload(NotifyType.INVALID_SYNTAX)]
     if s.eap is not None:
@@ -214,7 +216,7 @@ def respond(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]
     octets = signed_octets(s.init.request, sa.nr, sa.keys.prf, sa.keys.sk_p_peer, id_p.body())
     try:
         cfg = _resolve_config(s, id_p, msg)
-        if msg.get(AuthPayload) is None and cfg.eap_users is not None:
+        if msg.get(AuthPayload) is None and eap_ex.enabled(cfg):
             eap_p = eap_ex.start(s, sa, cfg, msg, id_p, octets)
             return [*_responder_auth(s, sa), eap_p]
         s.remote_identity = verify_peer(s, cfg, sa, msg, id_p, octets, now)

@@ -57,6 +57,8 @@ class SessionConfig:
     nat_t_port: int = 4500
     force_udp_encap: bool = False  # carry ESP in UDP even without a NAT (fake NAT-D)
     initial_contact: bool = True
+    # MOBIKE (RFC 4555): offer MOBIKE_SUPPORTED and follow UPDATE_SA_ADDRESSES (roaming).
+    mobike: bool = True
     max_init_retries: int = 5  # INVALID_KE and COOKIE rounds before giving up
     # Remote access (RFC 7296 §2.19). Gateway: an ike.p2s.cp.AddressProvider answering
     # CFG_REQUEST. Client: the address families (4, 6) to ask a virtual IP for.
@@ -65,6 +67,9 @@ class SessionConfig:
     # EAP-MSCHAPv2 in IKE_AUTH (RFC 7296 §2.16). Gateway: user name -> NT hash, None if
     # unknown; peers that send no AUTH payload then authenticate with EAP. Client: our login.
     eap_users: Callable[[str], bytes | None] | None = None
+    # Gateway, instead of eap_users: makes the EAP backend (ike.eap.method.EapBackend) of
+    # one session, e.g. ike.eap.method.RelayEapBackend for RADIUS. Given the IkeSession.
+    eap_backend: Callable[[Any], Any] | None = None
     eap_identity: str | None = None
     eap_password: str | None = None
 

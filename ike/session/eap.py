@@ -5,6 +5,11 @@ own (certificate) AUTH and an EAP request, and EAP messages go back and forth in
 IKE_AUTH exchanges. After EAP-Success both sides send AUTH computed like a PSK AUTH with
 the EAP MSK as key, over the signed octets of their first IKE_AUTH message. SA, TS and CP
 of the client's first request are answered only in the final response.
+
+The gateway's EAP side is a backend (ike.eap.method.EapBackend). The local one answers
+at once; a relaying one (RADIUS) answers later: the request is then deferred (no
+response, retransmits absorbed by the session), an EapPending event asks the daemon to
+relay it, and ``IkeSession.eap_answer`` brings the server's answer back to ``resume``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import TYPE_CHECKING
 from ike.auth.identity import Identity
 from ike.auth.psk import psk_auth_data, signed_octets, verify_psk
 from ike.constants import AuthMethod, ExchangeType, NotifyType, PayloadType
-from ike.eap.method import EapClient, EapServer
+from ike.eap.method import EapAnswer, EapBackend, EapClient, EapServer, LocalEapBackend
 from ike.eap.packets import Eap
 from ike.errors import AuthenticationError
 from ike.payloads import AuthPayload, EapPayload, IdPayload, Message, NotifyPayload, Payload
@@ -33,7 +38,7 @@ if TYPE_CHECKING:
 class EapState:
     """The gateway's memory between EAP rounds."""
 
-    server: EapServer
+    backend: EapBackend
     first: Message  # the client's first IKE_AUTH request: SA, TS and CP are answered last
     peer_octets: bytes  # what the client's final AUTH signs
 
@@ -53,46 +58,83 @@ def _our_octets(s: IkeSession, sa: IkeSa, id_body: bytes) -> bytes:
 # ---------------------------------------------------------------------------- gateway
 
 
+def enabled(cfg: SessionConfig) -> bool:
+    """Does this gateway config authenticate clients with EAP (users file or backend)?"""
+    return cfg.eap_users is not None or cfg.eap_backend is not None
+
+
 def start(
     s: IkeSession, sa: IkeSa, cfg: SessionConfig, msg: Message, id_p: IdPayload, octets: bytes
 ) -> EapPayload:
     """The client asked for EAP (no AUTH payload): remember its request, ask its identity."""
-    assert cfg.eap_users is not None
     identity = Identity.expected(id_p, cfg.remote_id)
     s.config = cfg
     s.remote_identity = identity
-    server = EapServer(cfg.eap_users, s.rng, str(cfg.local_id).encode())
-    s.eap = EapState(server, msg, octets)
-    return EapPayload(server.start().encode())
+    backend: EapBackend
+    if cfg.eap_backend is not None:
+        backend = cfg.eap_backend(s)
+    else:
+        assert cfg.eap_users is not None
+        backend = LocalEapBackend(EapServer(cfg.eap_users, s.rng, str(cfg.local_id).encode()))
+    s.eap = EapState(backend, msg, octets)
+    return EapPayload(backend.start())
 
 
-def respond_round(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]:
-    """A later IKE_AUTH request of the client: the next EAP message, or its final AUTH."""
-    from ike.session import auth, child, vip
-
+def respond_round(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload] | None:
+    """A later IKE_AUTH request of the client: the next EAP message, or its final AUTH.
+    None: the backend asked an outside server (EapPending emitted); see ``resume``."""
     st: EapState = s.eap
     eap_p = msg.get(EapPayload)
     auth_p = msg.get(AuthPayload)
+    backend = st.backend
     try:
         if eap_p is not None:
-            return [EapPayload(st.server.step(eap_p.data).encode())]
-        msk = st.server.msk
-        if auth_p is None or msk is None or st.server.username == "":
+            out = backend.step(eap_p.data)
+            if out is None:
+                s.emit(
+                    ev.EapPending(
+                        eap_p.data, backend.username, s.remote_addr, s.local_addr, backend.context
+                    )
+                )
+                return None
+            return [EapPayload(out)]
+        msk = backend.msk
+        if auth_p is None or msk is None or backend.username == "":
             raise AuthenticationError("IKE_AUTH request without EAP or AUTH payload")
         assert sa.keys is not None
         if not verify_psk(sa.keys.prf, msk, st.peer_octets, auth_p.data):
             raise AuthenticationError("AUTH payload does not verify with the EAP MSK")
     except AuthenticationError as e:
-        s.eap = None
-        s.emit(ev.AuthFailed(str(e)))
-        s.close("authentication failed: " + str(e), now)
-        failure = EapPayload(st.server.failure().encode())
-        return [failure, NotifyPayload(NotifyType.AUTHENTICATION_FAILED)]
+        return _refuse(s, st, str(e), now)
+    return _finish(s, sa, st, msk, now)
+
+
+def resume(s: IkeSession, sa: IkeSa, answer: EapAnswer, now: float) -> list[Payload]:
+    """The outside server answered the deferred round: the payloads of its response."""
+    st: EapState = s.eap
+    try:
+        return [EapPayload(st.backend.resume(answer))]
+    except AuthenticationError as e:
+        return _refuse(s, st, str(e), now)
+
+
+def _refuse(s: IkeSession, st: EapState, reason: str, now: float) -> list[Payload]:
+    s.eap = None
+    s.emit(ev.AuthFailed(reason))
+    s.close("authentication failed: " + reason, now)
+    failure = EapPayload(st.backend.failure())
+    return [failure, NotifyPayload(NotifyType.AUTHENTICATION_FAILED)]
+
+
+def _finish(s: IkeSession, sa: IkeSa, st: EapState, msk: bytes, now: float) -> list[Payload]:
+    """EAP succeeded and the client's AUTH verified: our AUTH, its address, its child."""
+    from ike.session import auth, child, vip
+
     s.eap = None
     idr = s.config.local_id.to_payload(PayloadType.IDr)
     payloads: list[Payload] = [_msk_auth(sa, msk, _our_octets(s, sa, idr.body()))]
     auth.established(s, sa, now)
-    cp_payloads, vips, child_ok = vip.respond(s, st.server.username, st.first, now)
+    cp_payloads, vips, child_ok = vip.respond(s, st.backend.username, st.first, now)
     payloads += cp_payloads
     if child_ok:
         payloads += child.respond_in_auth(s, sa, st.first, now, vips)

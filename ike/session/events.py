@@ -135,6 +135,30 @@ class VirtualIpFailed:
     reason: str
 
 
+@dataclass(frozen=True)
+class PeerAddressChanged:
+    """MOBIKE (RFC 4555): the IKE SA now runs between new addresses. The responder emits
+    it after an authenticated UPDATE_SA_ADDRESSES, the initiator once its update is
+    answered. Move the session's outbound ESP SAs to ``new``: in UDP (port ``new[1]``)
+    when ``udp``, else plain ESP. Inbound SAs are found by SPI and need no change."""
+
+    old: Address
+    new: Address
+    udp: bool
+
+
+@dataclass(frozen=True)
+class EapPending:
+    """The gateway's EAP backend needs an outside server (RADIUS): relay ``eap_message``
+    and give the server's answer to ``IkeSession.eap_answer`` (ike.radius.relay does)."""
+
+    eap_message: bytes = field(repr=False)
+    identity: str  # the client's EAP identity (RADIUS User-Name)
+    remote_addr: Address  # the client (Calling-Station-Id)
+    local_addr: Address  # ours (Called-Station-Id)
+    context: bytes = field(default=b"", repr=False)  # server state to echo (RADIUS State)
+
+
 Event = (
     IkeSaUp
     | IkeSaRekeyed
@@ -148,4 +172,6 @@ Event = (
     | PeerDead
     | VirtualIpAssigned
     | VirtualIpFailed
+    | EapPending
+    | PeerAddressChanged
 )

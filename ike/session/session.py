@@ -153,11 +153,19 @@ class IkeSession:
         self.peer_hash_algorithms: set[int] | None = None
         self.peer_certreq = b""
         self.peer_initial_contact = False
+        # MOBIKE (ike/session/mobike.py): offered by the peer, negotiated, and whether
+        # IKE moved to the NAT-T port without a NAT (it stays there, RFC 4555 §3.3).
+        self.peer_mobike = False
+        self.mobike = False
+        self.floated = False
         self.remote_identity: Any = None
         self.last_peer_activity = now
         self.half_open_deadline: float | None = None
         self.init: Any = None  # ike.session.init.InitState while IKE_SA_INIT runs and for AUTH
         self.eap: Any = None  # ike.session.eap.EapState while EAP rounds run in IKE_AUTH
+        # (message ID, request, digest) of an IKE_AUTH request whose answer waits for an
+        # outside EAP server (RADIUS); eap_answer() sends it.
+        self.deferred: tuple[int, Message, bytes] | None = None
         self._next_child_id = 1
         self.close_reason = ""
         self.post_response: list[Callable[[float], None]] = []  # run once a response is sent
@@ -208,11 +216,33 @@ class IkeSession:
         elif self.state is not State.CLOSED:
             self.close(reason, now)
 
+    def update_addresses(self, local: Address, now: float) -> None:
+        """MOBIKE: our own address changed; tell the peer (original initiator only)."""
+        from ike.session.mobike import start_update
+
+        start_update(self, local, now)
+
     def liveness_check(self, now: float) -> None:
         from ike.session.info import DpdTask
 
         if self.state is State.ESTABLISHED and not self._has_task(DpdTask):
             self.enqueue(DpdTask(), now)
+
+    def eap_answer(self, answer: Any, now: float) -> None:
+        """The outside EAP server's answer (ike.eap.method.EapAnswer) to the IKE_AUTH request
+        this gateway session deferred (after an EapPending event): send the response."""
+        from ike.session import eap
+        from ike.session.info import after_response
+
+        deferred, self.deferred = self.deferred, None
+        sa = self.sa
+        if deferred is None or sa is None or self.eap is None or self.state is State.CLOSED:
+            self.drops["late_eap_answer"] += 1
+            return
+        _, request, digest = deferred
+        self.respond(sa, request, eap.resume(self, sa, answer, now), digest)
+        after_response(self, sa, now)
+        self.kick(now)
 
     def note_inbound_traffic(self, now: float) -> None:
         """The data path saw authenticated ESP from the peer: it is alive."""
@@ -337,6 +367,10 @@ class IkeSession:
             else:
                 self.drops["retransmit_mismatch"] += 1
             return
+        if self.deferred is not None and hdr.message_id == self.deferred[0]:
+            # A retransmit of the request that waits for the EAP backend: no answer yet.
+            self.drops["retransmit_while_deferred"] += 1
+            return
         if hdr.message_id != sa.expected_request_id:
             self.drops["message_id"] += 1
             return
@@ -350,13 +384,26 @@ class IkeSession:
                 NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, crit.to_bytes(1, "big"))
             ]
         else:
-            resp = self._dispatch_request(sa, msg, now)
-        self.respond(sa, msg, resp, _digest(data) if hdr.next_payload != PayloadType.SKF else b"")
+            from ike.session import mobike
+
+            was_established = self.state is State.ESTABLISHED
+            mobike.note_request(self, msg)  # before a deferral: the offer is in the first
+            deferred = self._dispatch_request(sa, msg, now)
+            if deferred is None:  # the EAP backend answers later: eap_answer() responds
+                skf = hdr.next_payload == PayloadType.SKF
+                self.deferred = (hdr.message_id, msg, b"" if skf else _digest(data))
+                return
+            resp = deferred
+            resp += mobike.on_request(self, sa, msg, addr, was_established, now)
+        # Answer where the request came from (RFC 7296 §2.11), even if that is not the
+        # peer's address: only MOBIKE's UPDATE_SA_ADDRESSES moves the SA.
+        digest = _digest(data) if hdr.next_payload != PayloadType.SKF else b""
+        self.respond(sa, msg, resp, digest, to=addr)
         from ike.session.info import after_response
 
         after_response(self, sa, now)
 
-    def _dispatch_request(self, sa: IkeSa, msg: Message, now: float) -> list[Payload]:
+    def _dispatch_request(self, sa: IkeSa, msg: Message, now: float) -> list[Payload] | None:
         from ike.session import auth, child, info
 
         if msg.exchange == ExchangeType.IKE_AUTH:
@@ -373,7 +420,14 @@ class IkeSession:
         # SKF generic header (4) then fragment number (2): fragment 1 starts a retransmission.
         return len(data) >= 34 and data[32:34] == b"\x00\x01"
 
-    def respond(self, sa: IkeSa, request: Message, payloads: list[Payload], digest: bytes) -> None:
+    def respond(
+        self,
+        sa: IkeSa,
+        request: Message,
+        payloads: list[Payload],
+        digest: bytes,
+        to: Address | None = None,
+    ) -> None:
         msg = Message(
             sa.spi_i,
             sa.spi_r,
@@ -385,7 +439,7 @@ class IkeSession:
         datagrams = self.protect(sa, msg)
         sa.last_response = ResponseCache(request.message_id, digest, datagrams)
         sa.expected_request_id = request.message_id + 1
-        self.send_raw(datagrams, self.remote_addr)
+        self.send_raw(datagrams, to or self.remote_addr)
 
     def _on_response(self, sa: IkeSa, data: bytes, hdr: Header, addr: Address, now: float) -> None:
         p = sa.pending
@@ -398,11 +452,24 @@ class IkeSession:
         sa.pending = None
         self._peer_alive(addr, now)
         p.task.on_response(self, sa, msg, data, now)
+        if msg.exchange == ExchangeType.IKE_AUTH:
+            from ike.session.mobike import on_response
+
+            on_response(self, msg)
 
     def _peer_alive(self, addr: Address, now: float) -> None:
         self.last_peer_activity = now
-        if (self.nat_remote or self.nat_local) and addr != self.remote_addr:
+        if addr == self.remote_addr:
+            return
+        nat_t = self.config.nat_t_port
+        if addr[0] == self.remote_addr[0] and addr[1] == nat_t and not self.use_nat_t_port:
+            # The peer floated to the NAT-T port without a NAT (a MOBIKE initiator does,
+            # RFC 4555 §3.3): follow it, and send from our NAT-T port too.
+            self.remote_addr = addr
+            self.floated = True
+        elif (self.nat_remote or self.nat_local) and not (self.mobike and not self.initiator):
             # The peer's NAT mapping moved (RFC 7296 §2.23): follow authenticated messages.
+            # A MOBIKE initiator moves the SA only with UPDATE_SA_ADDRESSES (RFC 4555 §3.5).
             self.remote_addr = addr
 
     # ------------------------------------------------------------ request sending
@@ -473,7 +540,12 @@ class IkeSession:
     @property
     def use_nat_t_port(self) -> bool:
         """After a NAT is detected both sides float to port 4500 (RFC 7296 §2.23)."""
-        return self.nat_local or self.nat_remote or self.local_addr[1] == self.config.nat_t_port
+        return (
+            self.nat_local
+            or self.nat_remote
+            or self.floated
+            or self.local_addr[1] == self.config.nat_t_port
+        )
 
     # ------------------------------------------------------------ helpers for exchanges
 

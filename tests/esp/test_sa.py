@@ -298,7 +298,7 @@ def test_cbc_partial_block_is_malformed_and_does_not_desync(suite: str) -> None:
     out, inb, params = pair(suite)
     good = out.seal(v4_udp(), 4)
     icv = params.icv_len
-    bad = good[:-icv - 3] + good[-icv:]  # ciphertext no longer whole blocks
+    bad = good[: -icv - 3] + good[-icv:]  # ciphertext no longer whole blocks
     assert drop_reason(inb, bad) is DropReason.MALFORMED
     assert inb.open(good)[0] == 4
     assert inb.open(out.seal(v4_udp(), 4))[0] == 4

@@ -168,7 +168,7 @@ CASES = [
         "unknown key (did you mean 'interface'?)",
     ),
     Case("unknown-table", BASE + "\n[logging]\nlevel = 1\n", "logging", "unknown table"),
-    Case("p2s-not-yet", BASE + '\n[p2s]\npool = "10.9.0.0/24"\n', "p2s", "not supported"),
+    Case("p2s-as-array", BASE + '\n[[p2s]]\naddress_pool = ["10.9.0.0/24"]\n', "p2s", "[p2s]"),
     Case("site-as-single-table", ONE_SITE.replace("[[site]]", "[site]"), "site", "write [[site]]"),
     Case(
         "bad-mode",
