@@ -45,6 +45,7 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519Pri
 
 DEFAULT_CONTROL_SOCKET = "/run/gatewayd/gatewayd.sock"
 ANY_ADDRESS: Literal["%any"] = "%any"
+RADIUS_MAX_WAIT = 20.0  # seconds a RADIUS request may go unanswered before we give up
 MIN_PSK_LEN = 8  # below this a PSK is guessable offline from one captured IKE_AUTH
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # IFNAMSIZ is 16 with the NUL
@@ -574,6 +575,8 @@ def parse_config(
     except tomllib.TOMLDecodeError as exc:
         # tomllib's messages name the line and column and never quote the input.
         raise ConfigError([("", f"TOML syntax error: {exc}")], source) from None
+    except RecursionError:  # tomllib recurses per nesting level of arrays and tables
+        raise ConfigError([("", "TOML nested too deeply")], source) from None
     problems: list[Problem] = []
     tables = _validate_tables(raw, {"base_dir": base_dir}, problems)
     gateway = tables.get("gateway")
@@ -976,6 +979,14 @@ def _check_p2s(p2s: P2s, gw: Gateway | None, sites: Sequence[Site]) -> list[Prob
         if method in seen:
             out.append(Problem(f"p2s.auth[{j}]", f"'{method}' is listed twice"))
         seen.setdefault(method, j)
+    if p2s.radius is not None:
+        wait = p2s.radius.timeout * (p2s.radius.retries + 1)
+        if wait > RADIUS_MAX_WAIT:
+            msg = (
+                f"timeout x (retries + 1) is {wait:g} s: at most {RADIUS_MAX_WAIT:g} s, so that a "
+                "silent server is reported before IKE_AUTH's 30 s deadline ends the client"
+            )
+            out.append(Problem("p2s.radius.timeout", msg))
     out += _duplicates(p2s.address_pool, "p2s.address_pool")
     v6_pool = any(n.version == 6 for n in p2s.address_pool)
     # Said once: _check_mtu reports it already when a gateway or site network is IPv6.

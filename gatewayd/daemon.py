@@ -227,10 +227,11 @@ class GatewayDaemon:
         self._site_index = None
         return runner
 
-    def _sites_at(self, ip: str) -> list[SiteRunner]:
-        """The sites a peer at ``ip`` may start an IKE SA for: those with its address, then
-        the %any ones. An index by address, rebuilt after sites change: with 1,000 sites a
-        scan per IKE_SA_INIT cost more than the rest of the exchange."""
+    def _sites_at(self, ip: str) -> tuple[list[SiteRunner], list[SiteRunner]]:
+        """(sites a peer at ``ip`` may start an IKE SA for: those with its address, then
+        the %any ones; sites with its address that refuse it now: down, initiate-only).
+        An index by address, rebuilt after sites change: with 1,000 sites a scan per
+        IKE_SA_INIT cost more than the rest of the exchange."""
         if self._site_index is None:
             by_address: dict[Any, list[SiteRunner]] = {}
             anywhere: list[SiteRunner] = []
@@ -244,8 +245,10 @@ class GatewayDaemon:
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
-            return []
-        return [r for r in (*by_address.get(addr, ()), *anywhere) if r.accepts_from(ip)]
+            return [], []
+        mine = by_address.get(addr, [])
+        accepting = [r for r in (*mine, *anywhere) if r.accepts_from(ip)]
+        return accepting, [r for r in mine if r not in accepting]
 
     def adopt(self, session: IkeSession, site: SiteRunner | P2sRunner | None) -> None:
         self.sessions[session] = site
@@ -319,8 +322,21 @@ class GatewayDaemon:
     def _new_responder(self, _local: Any, remote: Any, now: float) -> IkeSession | None:
         """A peer starts an IKE SA: find the sites it may be, or refuse (None)."""
         ip = remote[0]
-        candidates = self._sites_at(ip)
+        candidates, refusing = self._sites_at(ip)
         p2s = self.p2s
+        if refusing and not any(not r.site.any_address for r in candidates):
+            # The address is a site's, which refuses it now: never a remote client (its
+            # certificate may well chain to the clients' CA); a %any site may claim it.
+            if candidates:
+                return self._responder_for(candidates, remote, now, None)
+            down = [r.name for r in refusing if r.admin_down]
+            why = (
+                f"site {down[0]} is down by operator"
+                if down
+                else f"site {refusing[0].name} does not accept it now"
+            )
+            log.info("ike_sa_refused", remote=ip, reason=why)
+            return None
         if p2s is not None and not any(not r.site.any_address for r in candidates):
             # No site has this address: a remote client, or (by its identity, in IKE_AUTH)
             # one of the %any sites.
@@ -332,9 +348,7 @@ class GatewayDaemon:
                 return session
             return self._responder_for(candidates, remote, now, p2s)
         if not candidates:
-            held = [r.name for r in self.sites.values() if r.admin_down and r.matches_address(ip)]
-            why = f"site {held[0]} is down by operator" if held else "no site has this address"
-            log.info("ike_sa_refused", remote=ip, reason=why)
+            log.info("ike_sa_refused", remote=ip, reason="no site has this address")
             return None
         return self._responder_for(candidates, remote, now, None)
 

@@ -248,9 +248,13 @@ def _candidate_cas(config: Config, ca_opt: str | None) -> list[Any]:
 
 def build_profile_input(ns: argparse.Namespace, config: Config) -> ProfileInput:
     from gatewayd.p2s import profile as pr
-    from gatewayd.p2s.profile_issue import default_client_dir
+    from gatewayd.p2s.profile_issue import IssueError, check_client_name, default_client_dir
     from ike.auth.certs import load_certificates
 
+    try:  # the name becomes file names and profile text: the issue command's rules
+        check_client_name(ns.name)
+    except IssueError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
     p2s = config.p2s
     assert p2s is not None
     gw = config.gateway

@@ -40,9 +40,10 @@ class RadiusSetupError(Exception):
 
 
 def read_secret(path: str | Path) -> bytes:
-    """The shared secret: the file's content without surrounding white space."""
+    """The shared secret: the file's first line, without surrounding white space."""
     try:
-        secret = Path(path).read_bytes().strip()
+        lines = Path(path).read_bytes().strip().splitlines()
+        secret = lines[0].strip() if lines else b""
     except OSError as e:
         raise RadiusSetupError(f"cannot read RADIUS secret file {path}: {e.strerror}") from e
     if not secret:
@@ -87,7 +88,10 @@ class RadiusTransport:
     ) -> RadiusTransport:
         family, server = resolve(radius.host, radius.port)
         client = RadiusClient(
-            server, read_secret(radius.secret_file), timeout=radius.timeout, tries=radius.retries
+            server,
+            read_secret(radius.secret_file),
+            timeout=radius.timeout,
+            tries=radius.retries + 1,  # retries are the sends after the first
         )
         relay = RadiusEapRelay(client, radius.nas_identifier or "gatewayd")
         return cls(relay, service, family=family, **kw)

@@ -109,6 +109,8 @@ def parse_users(data: bytes, where: str = "users file") -> UserDb:
         raise UsersFileError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise UsersFileError(f"{where}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses per nesting level
+        raise UsersFileError(f"{where}: nested too deeply to be a users file") from None
     extra = sorted(set(doc) - {"users"})
     if extra:
         raise UsersFileError(f"{where}: unknown top-level key(s) {', '.join(extra)}")

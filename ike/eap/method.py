@@ -34,7 +34,10 @@ from ike.eap.packets import (
 )
 from ike.errors import AuthenticationError, DecodeError
 
-UserLookup = Callable[[str], bytes | None]  # user name -> NT hash, None if unknown
+UserLookup = Callable[[str], bytes | None]
+# EAP methods that authenticate the EAP-Identity itself (the server looks that name's
+# credentials up): MD5-Challenge, GTC, MSCHAPv2. Others need the server to name the user.
+OUTER_NAME_METHODS = frozenset({4, 6, TYPE_MSCHAPV2})  # user name -> NT hash, None if unknown
 
 MSK_LEN = 64  # RFC 3748 §7.10: at least 64 octets
 MAX_IDENTITY = 253  # what one RADIUS User-Name attribute holds
@@ -50,6 +53,10 @@ class EapAnswer:
     msk: bytes | None = field(default=None, repr=False)
     error: str | None = None  # refused, unreachable or broken: why (logged, never sent)
     context: bytes = field(default=b"", repr=False)  # server state to echo (RADIUS State)
+    # With Success: the user the server authenticated (RADIUS User-Name in Access-Accept),
+    # if it named one. Tunneled methods (PEAP, TTLS, EAP-TLS) authenticate an inner
+    # identity, so the outer EAP-Identity alone proves nothing.
+    identity: str | None = None
 
 
 class EapBackend(Protocol):
@@ -130,6 +137,7 @@ class RelayEapBackend:
         self.msk: bytes | None = None
         self.context = b""
         self.pending: bytes | None = None  # the client's response waiting for the server
+        self.methods: set[int] = set()  # the EAP types the server asked the client for
 
     def start(self) -> bytes:
         return Eap(REQUEST, self.identifier, TYPE_IDENTITY, b"").encode()
@@ -166,15 +174,33 @@ class RelayEapBackend:
         self.context = answer.context
         if pkt.code == REQUEST:
             self.identifier = pkt.identifier
+            if len(self.methods) < 8:
+                self.methods.add(pkt.type)
             return message
         if pkt.code == SUCCESS:
             if answer.msk is None or len(answer.msk) < 32:
                 raise AuthenticationError("EAP-Success from the server without a key (MSK)")
+            self.username = self._authenticated_name(answer.identity)
             self.msk = answer.msk
             return message
         if pkt.code == FAILURE:
             raise AuthenticationError(f"EAP-Failure from the server for user '{self.username}'")
         raise AuthenticationError("EAP: the server sent a response, not a request")
+
+    def _authenticated_name(self, named: str | None) -> str:
+        """Who logged in: the name the server gave, or the EAP-Identity when every method
+        the server ran checks the credentials of that very name (not a tunnel's inner one)."""
+        if named is not None:
+            if not named or len(named) > MAX_IDENTITY or not named.isprintable():
+                raise AuthenticationError("the RADIUS server named an unusable user")
+            return named
+        if self.methods and self.methods <= OUTER_NAME_METHODS:
+            return self.username
+        raise AuthenticationError(
+            f"the RADIUS server accepted EAP method(s) {sorted(self.methods)} without naming "
+            "the user: its Access-Accept must carry User-Name (the outer EAP-Identity of a "
+            "tunneled method proves nothing)"
+        )
 
     def failure(self) -> bytes:
         return Eap(FAILURE, self.identifier).encode()

@@ -168,7 +168,9 @@ class RadiusEapRelay:
             except DecodeError as e:
                 return EapAnswer(error=f"Access-Accept: {e}")
             success = eap if eap is not None else b""
-            return EapAnswer(message=success, msk=msk)
+            named = p.get(USER_NAME)
+            identity = named.decode("utf-8", "replace") if named is not None else None
+            return EapAnswer(message=success, msk=msk, identity=identity)
         self.results["reject"] += 1
         why = f"RADIUS server {self.server_name} rejected the user (Access-Reject)"
         msg = p.get(REPLY_MESSAGE)

@@ -215,7 +215,7 @@ def respond(s: IkeSession, sa: IkeSa, msg: Message, now: float) -> list[Payload]
     s.peer_initial_contact = msg.notify(NotifyType.INITIAL_CONTACT) is not None
     octets = signed_octets(s.init.request, sa.nr, sa.keys.prf, sa.keys.sk_p_peer, id_p.body())
     try:
-        cfg = _resolve_config(s, id_p, msg)
+        cfg = _resolve_config(s, sa, id_p, msg)
         if msg.get(AuthPayload) is None and eap_ex.enabled(cfg):
             eap_p = eap_ex.start(s, sa, cfg, msg, id_p, octets)
             return [*_responder_auth(s, sa), eap_p]
@@ -243,7 +243,7 @@ def _responder_auth(s: IkeSession, sa: IkeSa) -> list[Payload]:
     return [idr, *_our_credentials(s), _auth_payload(s, sa, octets)]
 
 
-def _resolve_config(s: IkeSession, id_p: IdPayload, msg: Message) -> SessionConfig:
+def _resolve_config(s: IkeSession, sa: IkeSa, id_p: IdPayload, msg: Message) -> SessionConfig:
     if s.config_resolver is None:
         return s.config
     identity = Identity.from_payload(id_p)
@@ -252,4 +252,14 @@ def _resolve_config(s: IkeSession, id_p: IdPayload, msg: Message) -> SessionConf
     cfg = s.config_resolver(identity, wanted)
     if cfg is None:
         raise AuthenticationError(f"no site is configured for peer identity '{identity}'")
+    # IKE_SA_INIT took any candidate's proposals (the peer was not known yet); the one
+    # chosen must be among those of the config the identity picked.
+    if sa.proposal is not None and cfg is not s.config:
+        from ike.crypto.proposals import select_proposal
+        from ike.session.init import numbered
+
+        if select_proposal([sa.proposal], numbered(cfg.ike_proposals)) is None:
+            raise AuthenticationError(
+                f"peer identity '{identity}' is not allowed the IKE proposal it negotiated"
+            )
     return cfg

@@ -407,6 +407,10 @@ def test_profile_refusals(
     assert code == 1 and "not found" in capsys.readouterr().err
     code, _ = gatewayctl(monkeypatch, conf, "profile", "bob", "--format", "nm")
     assert code == 2 and "--out" in capsys.readouterr().err
+    # The name becomes file names and profile text: ../ and quotes are refused.
+    for bad in ("../../etc/x", 'bob"\nx = 1'):
+        code, _ = gatewayctl(monkeypatch, conf, "profile", bad, "--format", "swanctl")
+        assert code == 2 and "cannot be a client certificate name" in capsys.readouterr().err
     # A CA that does not sign the gateway's certificate.
     other = conf.parent / "other.crt"
     other.write_bytes(pki.make_ca("CN=Other", key=pki.cached_key("p256", 43)).cert_pem())

@@ -141,6 +141,8 @@ BROKEN = [
      "p2s.auth[3]", "'certificate' is listed twice"),
     ("bad-dns", ('["10.1.0.53"]', '["dns.example"]'), "p2s.dns[0]", "is not an IP address"),
     ("bad-radius-port", ("10.1.0.5:1812", "10.1.0.5:99999"), "p2s.radius.server", "no valid port"),
+    ("radius-waits-too-long", ('.secret" }', '.secret", timeout = 10.0, retries = 2 }'),
+     "p2s.radius.timeout", "timeout x (retries + 1) is 30 s: at most 20 s"),
     ("unknown-key", ("max_clients = 1000", "max_client = 10"),
      "p2s.max_client", "did you mean 'max_clients'"),
     ("as-array", ("\n[p2s]\n", "\n[[p2s]]\n"), "p2s", "must be a table ([p2s])"),

@@ -416,6 +416,23 @@ def test_sites_still_work_beside_p2s(lab: Lab) -> None:
     assert c is not None and lab.p2s.owns(c)
 
 
+def test_a_site_that_refuses_its_address_does_not_hand_it_to_p2s(
+    lab: Lab, pki: Pki, logs: list[MutableMapping[str, Any]]
+) -> None:
+    """A site down by operator refuses its peer; that peer, certificate and all, is not
+    then taken for a remote client."""
+    d = lab.daemon
+    d.sites["branch"].admin_down = True
+    try:
+        assert d._new_responder(None, ("198.51.100.2", 500), 0.0) is None
+        (refused,) = named(logs, "ike_sa_refused")
+        assert refused["reason"] == "site branch is down by operator"
+        s = lab.connect(client_config(pki, "c1"), "198.51.100.2")
+        assert s.state is not State.ESTABLISHED and not lab.p2s.clients
+    finally:
+        d.sites["branch"].admin_down = False
+
+
 def test_reload_with_a_smaller_pool_keeps_the_clients_inside_it(lab: Lab, pki: Pki) -> None:
     c1 = lab.connect(client_config(pki, "c1"), "203.0.113.90")
     c2 = lab.connect(client_config(pki, "c2"), "203.0.113.91")
@@ -457,6 +474,32 @@ def test_a_client_beside_a_percent_any_site(pki: Pki) -> None:
         assert a.state is State.ESTABLISHED
         rows = {c["identity"]: c["auth"] for c in lab.p2s.status(0)["clients"]}
         assert rows == {"O=gatewayd lab, CN=c1": "certificate", "alice": "eap-mschapv2"}
+    finally:
+        lab.close()
+
+
+def test_a_client_may_not_use_a_proposal_only_a_percent_any_site_allows(
+    pki: Pki, logs: list[MutableMapping[str, Any]]
+) -> None:
+    """IKE_SA_INIT accepts every candidate's proposals (the peer is not known yet); once
+    IKE_AUTH names a remote client, its proposal must be one [p2s] allows."""
+    site_only = "aes128gcm16-prfsha256-ecp256"
+    text = pki.config_text(ike_proposals=["aes256gcm16-prfsha256-x25519"]).replace(
+        'address = "198.51.100.2"',
+        f'address = "%any"\nid = "branch.example.net"\nmode = "responder_only"\n'
+        f'ike_proposals = ["{site_only}"]',
+    )
+    path = pki.dir / "any-proposals.toml"
+    path.write_text(text)
+    lab = Lab(load_config(path), path)
+    try:
+        cfg = client_config(pki, "c1")
+        cfg.ike_proposals = [parse_proposal(site_only, ProtocolId.IKE)]
+        s = lab.connect(cfg, "203.0.113.98")
+        assert s.state is not State.ESTABLISHED and not lab.p2s.clients
+        assert any("not allowed the IKE proposal" in str(e.get("reason", "")) for e in logs)
+        ok = lab.connect(client_config(pki, "c2"), "203.0.113.99")  # p2s's own proposal
+        assert ok.state is State.ESTABLISHED
     finally:
         lab.close()
 

@@ -172,3 +172,10 @@ def test_round_trip_of_rendered_names(tmp_path: Path) -> None:
     p = tmp_path / "u.toml"
     p.write_bytes(users.render_users(db))
     assert dict(load_users(p)) == db
+
+
+def test_a_file_nested_too_deeply_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "users.toml"
+    path.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(UsersFileError, match="nested too deeply"):
+        load_users(path)

@@ -343,12 +343,45 @@ def test_relay_backend_checks_eap_framing() -> None:
     assert b.msk is None
     # Keys without EAP-Success (RFC 3579 wants one; some servers omit it): we add it.
     b.step(Eap(2, ident.identifier, 1, b"alice").encode())
-    success = Eap.decode(b.resume(EapAnswer(msk=bytes(range(64)))))
+    success = Eap.decode(b.resume(EapAnswer(msk=bytes(range(64)), identity="alice")))
     assert success.code == SUCCESS and success.identifier == ident.identifier
     assert b.msk == bytes(range(64))
-    assert repr(EapAnswer(msk=b"K" * 64)) == "EapAnswer(error=None)"  # keys stay out of logs
+    assert "K" not in repr(EapAnswer(msk=b"K" * 64))  # keys stay out of logs
     with pytest.raises(AuthenticationError, match="not a response"):
         b.step(Eap(2, ident.identifier, 26, b"x").encode())  # nothing follows a success
+
+
+def _relayed_login(methods: list[int], accept: EapAnswer) -> RelayEapBackend:
+    """A relay that saw the client claim "alice", then the server run ``methods``."""
+    b = RelayEapBackend(random.Random(2).randbytes)
+    ident = Eap.decode(b.start())
+    b.step(Eap(2, ident.identifier, 1, b"alice").encode())
+    for k, method in enumerate(methods):
+        request = Eap.decode(b.resume(EapAnswer(message=Eap(1, 40 + k, method, b"x").encode())))
+        b.step(Eap(2, request.identifier, method, b"y").encode())
+    b.resume(accept)
+    return b
+
+
+def test_who_logged_in_through_radius_is_who_the_server_says() -> None:
+    """The outer EAP-Identity is the client's claim. A tunneled method (PEAP 25, TTLS 21,
+    EAP-TLS 13) authenticates an inner name: the Access-Accept's User-Name is who logged
+    in, and without one the login is refused (a user could otherwise claim another's
+    name, take over that name's lease and virtual IP)."""
+    key = bytes(range(64))
+    named = _relayed_login([25], EapAnswer(message=Eap(SUCCESS, 41).encode(), msk=key,
+                                           identity="bob"))  # fmt: skip
+    assert named.username == "bob" and named.msk == key
+    with pytest.raises(AuthenticationError, match="without naming the user"):
+        _relayed_login([25], EapAnswer(message=Eap(SUCCESS, 41).encode(), msk=key))
+    with pytest.raises(AuthenticationError, match="without naming the user"):
+        _relayed_login([], EapAnswer(msk=key))  # accepted before any method ran
+    # EAP-MSCHAPv2 checks the very name it was given: the outer identity stands.
+    plain = _relayed_login([26], EapAnswer(message=Eap(SUCCESS, 41).encode(), msk=key))
+    assert plain.username == "alice"
+    with pytest.raises(AuthenticationError, match="unusable user"):
+        _relayed_login([26], EapAnswer(message=Eap(SUCCESS, 41).encode(), msk=key,
+                                       identity="bad\nname"))  # fmt: skip
 
 
 def test_local_users_log_in_here_and_the_others_through_radius(ca: pki.Issued) -> None:

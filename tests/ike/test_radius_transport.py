@@ -182,13 +182,13 @@ def test_secret_file_and_config(tmp_path: Path) -> None:
         read_secret(path)
     with pytest.raises(RadiusSetupError, match="cannot read"):
         read_secret(tmp_path / "missing")
-    path.write_bytes(b"s3cret\n")
+    path.write_bytes(b"s3cret\nnot part of it\n")  # the first line only
     cfg = SimpleNamespace(
         host="127.0.0.1", port=1812, secret_file=path, timeout=2.0, retries=4, nas_identifier=None
     )
     t = RadiusTransport.from_config(cfg, lambda s: None)
     c = t.relay.client
     assert c.server == ("127.0.0.1", 1812) and c.secret == b"s3cret"
-    assert (c.timeout, c.tries, c.give_up_after) == (2.0, 4, 8.0)
+    assert (c.timeout, c.tries, c.give_up_after) == (2.0, 5, 10.0)  # 4 retries: 5 sends
     assert t.relay.nas_identifier == b"gatewayd"
     assert "s3cret" not in repr(t.status())
