@@ -26,7 +26,7 @@ import os
 import struct
 from typing import Protocol
 
-from esp.csum import checksum, first_wrong, fold, sum16
+from esp.csum import checksum, fold, sum16, sums_of_equal_parts
 from esp.tso import GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM, VNET_HDR, ZERO_VNET_HDR
 
 __all__ = ["MAX_SUPER", "TunWriter"]
@@ -95,7 +95,7 @@ class TunWriter:
         hdr_len = ip_len + (head[ip_len + 12] >> 4) * 4
         seg = len(head) - hdr_len
         payload = b"".join([p[hdr_len:] for p in run])
-        good = _verified_prefix(run, ip_len)
+        good = _verified_prefix(run, payload, ip_len, hdr_len, seg)
         if good == len(run):
             self._write_super(run, payload, ip_len, hdr_len, seg)
             return
@@ -185,6 +185,7 @@ def _run_end(pending: list[bytes], i: int, n: int) -> int:
         return i + 1
     seg = len(head) - hdr_len
     key = _flow_key(head, ip_len, hdr_len)
+    flow_key = _flow_key
     pack_seq = _U32.pack
     seq = (_U32.unpack_from(head, seq_at)[0] + seg) & 0xFFFFFFFF
     total = seg
@@ -197,7 +198,7 @@ def _run_end(pending: list[bytes], i: int, n: int) -> int:
             or total + size > MAX_SUPER
             or p[seq_at : seq_at + 4] != pack_seq(seq)
             or (p[flags_at] | _PSH) != _ACK | _PSH
-            or _flow_key(p, ip_len, hdr_len) != key
+            or flow_key(p, ip_len, hdr_len) != key
         ):
             break
         j += 1
@@ -208,21 +209,29 @@ def _run_end(pending: list[bytes], i: int, n: int) -> int:
     return j
 
 
-def _verified_prefix(run: list[bytes], ip_len: int) -> int:
+def _verified_prefix(run: list[bytes], payload: bytes, ip_len: int, hdr_len: int, seg: int) -> int:
     """How many segments from the start of the run carry a correct TCP checksum: the sum
-    of pseudo-header, TCP header and payload, checksum field included, is 0xFFFF."""
+    of pseudo-header, TCP header and payload, checksum field included, is 0xFFFF (0 mod
+    0xFFFF). ``payload`` is the run's payloads joined, all ``seg`` bytes but maybe the
+    last: the payload sums come from it and the header sums from the headers, one numpy
+    call each."""
     head = run[0]
     count = len(run)
-    tcp_len = len(head) - ip_len
-    last = run[-1]
-    equal = count if len(last) == len(head) else count - 1
-    base = (sum16(head[12:20]) if ip_len == 20 else sum16(head[8:40])) + _IPPROTO_TCP
-    if tcp_len & 1:  # an odd segment size (rare): one at a time
+    tcp_hdr = hdr_len - ip_len
+    base = (sum16(head[12:20]) if ip_len == 20 else sum16(head[8:40])) + _IPPROTO_TCP + tcp_hdr
+    if seg & 1:  # an odd segment size (rare): one at a time
         for k, p in enumerate(run):
-            if fold(base + len(p) - ip_len + sum16(p[ip_len:])) != 0xFFFF:
+            if fold(base + len(p) - hdr_len + sum16(p[ip_len:])) != 0xFFFF:
                 return k
         return count
-    good = first_wrong(b"".join([p[ip_len:] for p in run[:equal]]), tcp_len, base + tcp_len)
-    if good < equal or equal == count:
-        return good
-    return count if fold(base + len(last) - ip_len + sum16(last[ip_len:])) == 0xFFFF else equal
+    last = len(run[-1]) - hdr_len
+    equal = count if last == seg else count - 1
+    view = memoryview(payload)
+    sums = sums_of_equal_parts(view[: equal * seg], seg)
+    if equal < count:
+        sums.append(sum16(view[equal * seg :]))
+    headers = sums_of_equal_parts(b"".join([p[ip_len:hdr_len] for p in run]), tcp_hdr)
+    for k in range(count):
+        if (base + (seg if k < equal else last) + headers[k] + sums[k]) % 0xFFFF:
+            return k
+    return count

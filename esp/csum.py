@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["checksum", "first_wrong", "fold", "sum16", "sums_of_equal_parts"]
+__all__ = ["checksum", "fold", "sum16", "sums_of_equal_parts"]
 
 _BE16 = np.dtype(">u2")
 _add_reduce = np.add.reduce  # the ufunc itself: ndarray.sum() adds a Python wrapper
@@ -50,13 +50,3 @@ def sums_of_equal_parts(data: bytes | bytearray | memoryview, part: int) -> list
     sums: list[int] = _add_reduce(words, axis=1, dtype=np.uint64).tolist()
     return sums
 
-
-def first_wrong(data: bytes | bytearray | memoryview, part: int, base: int) -> int:
-    """The index of the first ``part``-byte slice of data whose sum plus ``base`` does
-    not fold to 0xFFFF (a packet whose checksum is wrong); the slice count if none.
-    ``part`` must be even (whole 16-bit words)."""
-    count = len(data) // part
-    words = np.frombuffer(data, dtype=_BE16, count=count * part // 2).reshape(count, part // 2)
-    totals = _add_reduce(words, axis=1, dtype=np.uint64) + np.uint64(base % 0xFFFF)
-    wrong = np.flatnonzero(totals % np.uint64(0xFFFF))
-    return int(wrong[0]) if len(wrong) else count

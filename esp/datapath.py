@@ -288,25 +288,30 @@ class DataPath:
                     c.tun_errors += 1
                     break
                 try:
+                    # The segments of one TSO super-packet share addresses: one route and
+                    # SA lookup serves them all (sa stays None until a lookup succeeds).
+                    sa = None
+                    next_header = NH_IPV4
                     for packet in from_vnet(frame) if vnet else (frame,):
-                        n = len(packet)
-                        version = packet[0] >> 4 if n else 0
-                        if version == 4 and n >= 20:
-                            route = lookup(packet[16:20], packet[12:16])
-                            next_header = NH_IPV4
-                        elif version == 6 and n >= 40:
-                            route = lookup(packet[24:40], packet[8:24])
-                            next_header = NH_IPV6
-                        else:
-                            c.malformed_out += 1
-                            continue
-                        if route is None or route.target is None:
-                            c.no_route += 1
-                            continue
-                        sa = sa_for(route.target)
                         if sa is None:
-                            c.no_sa += 1
-                            continue
+                            n = len(packet)
+                            version = packet[0] >> 4 if n else 0
+                            if version == 4 and n >= 20:
+                                route = lookup(packet[16:20], packet[12:16])
+                                next_header = NH_IPV4
+                            elif version == 6 and n >= 40:
+                                route = lookup(packet[24:40], packet[8:24])
+                                next_header = NH_IPV6
+                            else:
+                                c.malformed_out += 1
+                                continue
+                            if route is None or route.target is None:
+                                c.no_route += 1
+                                continue
+                            sa = sa_for(route.target)
+                            if sa is None:
+                                c.no_sa += 1
+                                continue
                         try:
                             esp = sa.seal(packet, next_header)
                         except EspDrop:

@@ -102,11 +102,21 @@ def segment(packet: bytes, gso_type: int, gso_size: int) -> list[bytes]:
 
     ip_hdr = bytearray(packet[:ip_hdr_len])
     tcp_hdr = bytearray(packet[ip_hdr_len:hdr_end])
-    tcp_hdr[16:18] = b"\0\0"  # checksum: computed per segment
     seq0 = _U32.unpack_from(tcp_hdr, 4)[0]
     flags0 = tcp_hdr[13]
-    ip_id0 = _U16.unpack_from(ip_hdr, 4)[0] if kind == GSO_TCPV4 else 0
-    addr_sum = sum16(src) + sum16(dst)
+    v4 = kind == GSO_TCPV4
+    ip_id0 = _U16.unpack_from(ip_hdr, 4)[0] if v4 else 0
+    # Checksums add per segment only what changes: the headers are summed once with those
+    # fields zeroed (sequence number, flags, lengths, IPv4 id), then each segment adds its
+    # values as 16-bit words (the sum is taken modulo 0xFFFF, esp.csum).
+    tcp_hdr[4:8] = b"\0\0\0\0"
+    tcp_hdr[13] = 0
+    tcp_hdr[16:18] = b"\0\0"
+    tcp_base = sum16(tcp_hdr) + sum16(src) + sum16(dst) + _IPPROTO_TCP
+    if v4:
+        ip_hdr[2:6] = b"\0\0\0\0"
+        ip_hdr[10:12] = b"\0\0"
+        ip_base = sum16(ip_hdr)
     data = memoryview(packet)[hdr_end:]
     total = len(data)
     count = max(1, -(-total // gso_size))
@@ -114,6 +124,7 @@ def segment(packet: bytes, gso_type: int, gso_size: int) -> list[bytes]:
     sums = sums_of_equal_parts(data[: whole * gso_size], gso_size)
     if whole < count:
         sums.append(sum16(data[whole * gso_size :]))
+    pack16, pack32, join = _U16.pack_into, _U32.pack_into, b"".join
     out: list[bytes] = []
     for i in range(count):
         off = i * gso_size
@@ -124,18 +135,18 @@ def segment(packet: bytes, gso_type: int, gso_size: int) -> list[bytes]:
             flags &= ~(_FIN | _PSH)
         if i:
             flags &= ~_CWR
+        seq = (seq0 + off) & 0xFFFFFFFF
         tcp_hdr[13] = flags
-        _U32.pack_into(tcp_hdr, 4, (seq0 + off) & 0xFFFFFFFF)
-        tcp_hdr[16:18] = b"\0\0"
-        if kind == GSO_TCPV4:
-            _U16.pack_into(ip_hdr, 2, ip_hdr_len + tcp_len)
-            _U16.pack_into(ip_hdr, 4, (ip_id0 + i) & 0xFFFF)
-            ip_hdr[10:12] = b"\0\0"
-            _U16.pack_into(ip_hdr, 10, csum_fold(sum16(ip_hdr)))
+        pack32(tcp_hdr, 4, seq)
+        if v4:
+            ip_id = (ip_id0 + i) & 0xFFFF
+            pack16(ip_hdr, 2, ip_hdr_len + tcp_len)
+            pack16(ip_hdr, 4, ip_id)
+            pack16(ip_hdr, 10, csum_fold(ip_base + ip_hdr_len + tcp_len + ip_id))
         else:
-            _U16.pack_into(ip_hdr, 4, tcp_len)
+            pack16(ip_hdr, 4, tcp_len)
         # IPv4 and IPv6 pseudo-headers sum alike: addresses, protocol, TCP length.
-        check = csum_fold(addr_sum + _IPPROTO_TCP + tcp_len + sum16(tcp_hdr) + sums[i])
-        _U16.pack_into(tcp_hdr, 16, check)
-        out.append(b"".join((ip_hdr, tcp_hdr, payload)))
+        check = csum_fold(tcp_base + tcp_len + (seq >> 16) + (seq & 0xFFFF) + flags + sums[i])
+        pack16(tcp_hdr, 16, check)
+        out.append(join((ip_hdr, tcp_hdr, payload)))
     return out
