@@ -39,6 +39,7 @@ from ike.session.ts import any_selectors
 
 IKE_PORT = 500
 TIMER_SCAN = 0.2  # seconds between scans of every session's timer
+UP_DEADLINE = 120.0  # seconds an "up" command may take; peers still negotiating then fail
 
 
 class Peer:
@@ -167,13 +168,16 @@ class Load:
                 last_scan = time.monotonic()
                 self._timers(pending, time.time())
             still = []
+            late = time.monotonic() - start > UP_DEADLINE
             for peer in pending:
                 s = peer.session
                 assert s is not None
-                if s.state is State.CLOSED:
-                    failed += 1
-                elif s.state is State.ESTABLISHED and s.children:
+                if s.state is State.ESTABLISHED and s.children:
                     continue
+                # Closed, up without its Child SA (refused: no address, selectors), or
+                # still negotiating after the deadline: a failure, never a hang.
+                if s.state in (State.CLOSED, State.ESTABLISHED) or late:
+                    failed += 1
                 else:
                     still.append(peer)
             pending = still
