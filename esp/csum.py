@@ -49,4 +49,3 @@ def sums_of_equal_parts(data: bytes | bytearray | memoryview, part: int) -> list
     words = np.frombuffer(data, dtype=_BE16, count=count * part // 2).reshape(count, part // 2)
     sums: list[int] = _add_reduce(words, axis=1, dtype=np.uint64).tolist()
     return sums
-
