@@ -10,6 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def read_bounded(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
+    """At most ``limit`` + 1 bytes of a file the gateway reads (the caller refuses more);
+    ValueError with ``path: what not found`` or ``path: cannot read: ...``."""
+    where = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit + 1)
+    except FileNotFoundError:
+        raise ValueError(f"{where}: {what} not found") from None
+    except OSError as e:
+        raise ValueError(f"{where}: cannot read: {e.strerror}") from None
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data``: a reader sees the old file or the new one, never a
     half-written one. The temporary file gets ``mode`` before any byte is written, so a

@@ -22,6 +22,8 @@ import re
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from gatewayd.p2s.fileio import read_bounded
+
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_SERIAL_HEX = 40  # 20 octets, RFC 5280 §4.1.2.2
 _HEX = re.compile(r"[0-9a-f]+")
@@ -109,12 +111,9 @@ def load_revocation_list(path: str | os.PathLike[str]) -> RevocationList:
     """Read the list; RevocationError (with the line number for a bad line)."""
     where = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise RevocationError(f"{where}: revocation list not found") from None
-    except OSError as e:
-        raise RevocationError(f"{where}: cannot read: {e.strerror}") from None
+        data = read_bounded(path, MAX_FILE_BYTES, "revocation list")
+    except ValueError as e:
+        raise RevocationError(str(e)) from None
     if len(data) > MAX_FILE_BYTES:
         raise RevocationError(f"{where}: larger than {MAX_FILE_BYTES} bytes")
     try:

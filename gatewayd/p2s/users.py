@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from gatewayd.p2s.fileio import atomic_write, locked_dir
+from gatewayd.p2s.fileio import atomic_write, locked_dir, read_bounded
 from ike.eap.mschapv2 import nt_password_hash
 
 MAX_NAME_BYTES = 255  # an MSCHAPv2 Response's Name and an EAP Identity both fit this
@@ -124,12 +124,9 @@ def load_users(path: str | os.PathLike[str]) -> UserDb:
     """Read and check the users file; UsersFileError with a clear message."""
     where = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise UsersFileError(f"{where}: users file not found") from None
-    except OSError as e:
-        raise UsersFileError(f"{where}: cannot read: {e.strerror}") from None
+        data = read_bounded(path, MAX_FILE_BYTES, "users file")
+    except ValueError as e:
+        raise UsersFileError(str(e)) from None
     return parse_users(data, where)
 
 
