@@ -35,16 +35,18 @@ from tests.lab import Lab, Netns, require_root
 from tests.lab.gatewayd import Gatewayd, prepare_gateway_host
 from tests.lab.netns import veth
 
-GW_ADDR = "172.31.0.1"
+GW_ADDR = "172.30.0.1"  # the gateway's end of a /30; the peers sit behind the other end
+LOAD_ADDR = "172.30.0.2"
 PSK_PREFIX = "bench-scale-psk-"
 GATEWAY_ID = "scale-gw.example.net"
 IKE_PROPOSAL = "aes256gcm16-prfsha256-x25519"
 ESP_PROPOSAL = "aes256gcm16"
 STAGES = (1, 100)  # then the total
+STATUS_TIMEOUT = 120.0
 
 
 def _peer_addr(i: int) -> str:
-    return f"172.31.{1 + i // 250}.{1 + i % 250}"
+    return f"172.31.{i // 250}.{1 + i % 250}"  # 172.31.0.1 .. : up to 64,000 peers
 
 
 def _site_net(i: int) -> str:
@@ -93,9 +95,16 @@ def _stages(total: int) -> list[int]:
 
 
 def _lab(lab: Lab, peers: int) -> tuple[Netns, Netns]:
+    """The peers' addresses sit on the load host's loopback, routed through one next hop:
+    as behind a real router, the gateway keeps one neighbour entry, not one per peer (the
+    kernel's neighbour table is shared by all namespaces and holds 1,024 by default)."""
     gw_ns, load_ns = lab.netns("scale-gw"), lab.netns("scale-load")
-    veth(gw_ns, load_ns, a_ifname="wan0", b_ifname="load0", a_addrs=[f"{GW_ADDR}/16"])
-    batch = "".join(f"addr add {_peer_addr(i)}/16 dev load0\n" for i in range(peers))
+    veth(gw_ns, load_ns, a_ifname="wan0", b_ifname="load0",
+         a_addrs=[f"{GW_ADDR}/30"], b_addrs=[f"{LOAD_ADDR}/30"])  # fmt: skip
+    gw_ns.ip("route", "add", "172.31.0.0/16", "via", LOAD_ADDR)
+    load_ns.ip("link", "set", "lo", "up")
+    load_ns.ip("route", "add", "default", "via", GW_ADDR)
+    batch = "".join(f"addr add {_peer_addr(i)}/32 dev lo\n" for i in range(peers))
     load_ns.run(["ip", "-batch", "-"], input=batch, timeout=120)
     prepare_gateway_host(gw_ns)
     return gw_ns, load_ns
@@ -134,9 +143,9 @@ def _measure(gw: Gatewayd, load_ns: Netns, spec: dict[str, Any], what: str) -> R
         rss[str(up)] = _rss_kib(pid)
         stages.append(result)
     cpu = _cpu_s(pid) - cpu0
-    status = gw.status()
+    status = gw.request("status", timeout=STATUS_TIMEOUT)  # 10,000 clients: a big answer
     time.sleep(float(os.environ.get("BENCH_HOLD") or 5))  # holding: still all there?
-    held = gw.status()
+    held = gw.request("status", timeout=STATUS_TIMEOUT)
     load.stdin.write("quit\n")
     load.stdin.flush()
     load.wait(30)
