@@ -62,3 +62,33 @@ def test_datapath_section_smoke(tmp_path: Path) -> None:
     assert rows["cpu_s_per_gb"]["bare"] == "n/a"
     assert rows["cpu_s_per_gb"]["gatewayd"] > 0
     assert rows["ping_idle_p50_ms"]["gatewayd"] > 0
+
+
+def test_scale_sections_smoke(tmp_path: Path) -> None:
+    """`python -m bench ike_scale p2s_scale` with 20 peers each: every simulated site and
+    client comes up over real sockets, is still there after the hold, and RSS is read."""
+    require_root()
+    results = tmp_path / "results.json"
+    env = {
+        **os.environ,
+        "BENCH_SITES": "20",
+        "BENCH_CLIENTS": "20",
+        "BENCH_HOLD": "1",
+        "BENCH_RESULTS": str(results),
+    }
+    cp = subprocess.run(
+        [sys.executable, "-m", "bench", "ike_scale", "p2s_scale"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    saved = json.loads(results.read_text())
+    for section, case in (("ike_scale", "20 sites"), ("p2s_scale", "20 clients")):
+        row = saved[section]["results"][case]
+        assert row["up at the gateway"] == 20 and row["still up after 1 s"] == 20, row
+        assert row["failed (load)"] == 0, row
+        assert row["RSS 20 up, MiB"] >= row["RSS 0 up, MiB"] > 0, row
+        assert [s["up"] for s in saved[section]["stages"]] == [1, 19], saved[section]
