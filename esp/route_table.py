@@ -23,6 +23,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")  # the opaque Child SA key the data path hands to ESP
 V = TypeVar("V")
+PATCH_LIMIT = 16  # changed prefixes a publish patches in; beyond, it rebuilds
 
 
 class RouteConflict(ValueError):
@@ -55,16 +56,42 @@ class _Lpm(Generic[V]):
     costs one mask and one dict probe per distinct length, no ipaddress objects.
     """
 
-    __slots__ = ("_levels",)
+    __slots__ = ("_bits", "_levels", "_plens")
 
     def __init__(self, items: Iterable[tuple[IPNetwork, V]], bits: int) -> None:
         by_len: dict[int, dict[int, V]] = {}
         for net, value in items:
             by_len.setdefault(net.prefixlen, {})[int(net.network_address)] = value
+        self._set(by_len, bits)
+
+    def _set(self, by_len: dict[int, dict[int, V]], bits: int) -> None:
         full = (1 << bits) - 1
-        self._levels = tuple(
-            (full ^ (full >> plen), table) for plen, table in sorted(by_len.items(), reverse=True)
-        )
+        plens = sorted(by_len, reverse=True)
+        self._bits = bits
+        self._plens = tuple(plens)
+        self._levels = tuple((full ^ (full >> plen), by_len[plen]) for plen in plens)
+
+    def replaced(self, net: IPNetwork, value: V | None) -> _Lpm[V]:
+        """A copy with ``net`` mapped to ``value`` (None: removed). Only the level of
+        net's prefix length is copied (a C-speed dict copy); the others are shared."""
+        levels = zip(self._plens, self._levels, strict=True)
+        by_len = {plen: table for plen, (_mask, table) in levels}
+        table = dict(by_len.get(net.prefixlen, {}))
+        if value is None:
+            table.pop(int(net.network_address), None)
+        else:
+            table[int(net.network_address)] = value
+        if table:
+            by_len[net.prefixlen] = table
+        else:
+            by_len.pop(net.prefixlen, None)
+        new: _Lpm[V] = object.__new__(_Lpm)
+        new._set(by_len, self._bits)
+        return new
+
+    def values(self) -> Iterator[V]:
+        for _mask, table in self._levels:
+            yield from table.values()
 
     def get(self, addr: int) -> V | None:
         for mask, table in self._levels:
@@ -85,21 +112,23 @@ class RouteSnapshot(Generic[T]):
     __slots__ = ("_routes", "_v4", "_v6")
 
     def __init__(self, slots: Mapping[IPNetwork, _Slot[T]] | None = None) -> None:
-        slots = slots or {}
-        entries: list[tuple[IPNetwork, _Entry[T]]] = []
-        rows: list[Route[T]] = []
-        for prefix, slot in slots.items():
-            if isinstance(slot, Route):
-                entries.append((prefix, slot))
-                rows.append(slot)
-            else:
-                entries.append((prefix, _Lpm(slot.items(), prefix.max_prefixlen)))
-                rows.extend(slot.values())
+        entries = [(prefix, _entry(slot)) for prefix, slot in (slots or {}).items()]
         self._v4: _Lpm[_Entry[T]] = _Lpm((e for e in entries if e[0].version == 4), 32)
         self._v6: _Lpm[_Entry[T]] = _Lpm((e for e in entries if e[0].version == 6), 128)
-        # Sorted when first listed, not here: a gateway with many sites publishes a
-        # snapshot per Child SA change, and only status listings need the order.
-        self._routes: list[Route[T]] | tuple[Route[T], ...] = rows
+        # Listed (and sorted) when first asked for: a gateway with many sites or clients
+        # publishes a snapshot per change, and only status listings need the rows.
+        self._routes: tuple[Route[T], ...] | None = None
+
+    def replaced(self, prefix: IPNetwork, slot: _Slot[T] | None) -> RouteSnapshot[T]:
+        """A copy with ``prefix``'s slot replaced (None: removed), sharing the rest."""
+        new: RouteSnapshot[T] = object.__new__(RouteSnapshot)
+        entry = None if slot is None else _entry(slot)
+        if prefix.version == 4:
+            new._v4, new._v6 = self._v4.replaced(prefix, entry), self._v6
+        else:
+            new._v4, new._v6 = self._v4, self._v6.replaced(prefix, entry)
+        new._routes = None
+        return new
 
     def lookup_int(self, dst: int, version: int, src: int | None = None) -> Route[T] | None:
         """The route for destination ``dst`` (and source ``src`` of the same family)."""
@@ -138,12 +167,25 @@ class RouteSnapshot(Generic[T]):
 
     def routes(self) -> list[Route[T]]:
         """Every route, IPv4 then IPv6, by prefix then source."""
-        if isinstance(self._routes, list):
-            self._routes = tuple(sorted(self._routes, key=_row_order))  # same for all readers
+        if self._routes is None:
+            rows: list[Route[T]] = []
+            for lpm in (self._v4, self._v6):
+                for entry in lpm.values():
+                    if isinstance(entry, Route):
+                        rows.append(entry)
+                    else:
+                        rows.extend(entry.values())
+            self._routes = tuple(sorted(rows, key=_row_order))  # the same for every reader
         return list(self._routes)
 
     def __len__(self) -> int:
-        return len(self._routes)
+        return len(self.routes())
+
+
+def _entry(slot: _Slot[T]) -> _Entry[T]:
+    if isinstance(slot, Route):
+        return slot
+    return _Lpm(slot.items(), next(iter(slot)).max_prefixlen)
 
 
 def _row_order(route: Route[T]) -> tuple[int, int, int, int, int]:
@@ -171,6 +213,8 @@ class RouteTable(Generic[T]):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._slots: dict[IPNetwork, _Slot[T]] = {}
+        self._by_site: dict[str, set[IPNetwork]] = {}  # each site's prefixes
+        self._dirty: set[IPNetwork] = set()  # prefixes changed since the last publish
         self._batch_depth = 0
         self._snapshot: RouteSnapshot[T] = RouteSnapshot()
 
@@ -192,7 +236,7 @@ class RouteTable(Generic[T]):
             if slot is not None:
                 self._check_owner(net, slot, site, policy=False)
             route = Route(net, site, target)
-            self._slots[net] = route
+            self._put(net, route, site)
             self._publish()
         return route
 
@@ -218,7 +262,7 @@ class RouteTable(Generic[T]):
             pairs = dict(slot) if isinstance(slot, dict) else {}
             route = Route(dst, site, target, src)
             pairs[src] = route
-            self._slots[dst] = pairs
+            self._put(dst, pairs, site)
             self._publish()
         return route
 
@@ -273,37 +317,50 @@ class RouteTable(Generic[T]):
             kind = "policy-based" if isinstance(slot, dict) else "route-based"
             raise RouteConflict(f"{net} is already a {kind} route of site {site!r}")
 
+    def _put(self, net: IPNetwork, slot: _Slot[T] | None, site: str) -> None:
+        if slot is None:
+            self._slots.pop(net, None)
+            nets = self._by_site.get(site)
+            if nets is not None:
+                nets.discard(net)
+                if not nets:
+                    del self._by_site[site]
+        else:
+            self._slots[net] = slot
+            self._by_site.setdefault(site, set()).add(net)
+        self._dirty.add(net)
+
     def _edit_site(self, site: str, change: Callable[[Route[T]], Route[T] | None]) -> int:
         count = 0
         with self._lock:
-            for net, slot in list(self._slots.items()):
+            for net in list(self._by_site.get(site, ())):
+                slot = self._slots[net]
                 if isinstance(slot, Route):
-                    if slot.site == site:
-                        count += 1
-                        new = change(slot)
-                        if new is None:
-                            del self._slots[net]
-                        else:
-                            self._slots[net] = new
+                    count += 1
+                    self._put(net, change(slot), site)
                     continue
                 pairs = {}
                 for src, route in slot.items():
-                    if route.site != site:
-                        pairs[src] = route
-                        continue
                     count += 1
                     new = change(route)
                     if new is not None:
                         pairs[src] = new
-                if pairs:
-                    self._slots[net] = pairs
-                else:
-                    del self._slots[net]
+                self._put(net, pairs or None, site)
             if count:
                 self._publish()
         return count
 
     def _publish(self) -> None:
         # One reference assignment: readers see the old snapshot or the new, never a mix.
-        if self._batch_depth == 0:
+        # A few changed prefixes patch the last snapshot (one level's dict copied each);
+        # many (a reload, a big batch) rebuild it.
+        if self._batch_depth:
+            return
+        dirty, self._dirty = self._dirty, set()
+        if len(dirty) > PATCH_LIMIT:
             self._snapshot = RouteSnapshot(self._slots)
+            return
+        snap = self._snapshot
+        for net in dirty:
+            snap = snap.replaced(net, self._slots.get(net))
+        self._snapshot = snap

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from esp.route_table import Route, RouteConflict, RouteSnapshot, RouteTable
+from esp.route_table import PATCH_LIMIT, Route, RouteConflict, RouteSnapshot, RouteTable
 
 
 def ip(text: str) -> bytes:
@@ -333,3 +333,63 @@ def test_lpm_matches_brute_force(
         route = t.lookup(addr)
         assert (route.site if route else None) == _reference(prefixes, addr)
         assert t.lookup_packed(ip(addr)) == route
+
+
+# ------------------------------------------------------------------ patched snapshots
+
+_PREFIXES = ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "0.0.0.0/0",
+             "fd00::/8", "fd00:1::/32", "fd00:1::5/128"]  # fmt: skip
+_SOURCES = ["192.168.0.0/16", "192.168.1.0/24", "fc00::/7"]
+_PROBES = ["10.9.9.9", "10.1.9.9", "10.1.2.9", "10.1.2.3", "8.8.8.8", "fd00:9::1",
+           "fd00:1::9", "fd00:1::5", "2001:db8::1"]  # fmt: skip
+_PROBE_SOURCES = [None, "192.168.1.7", "192.168.9.9", "fc00::1"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "pair", "target", "remove", "batch", "bulk"]),
+            st.sampled_from(["s1", "s2", "s3"]),
+            st.integers(0, len(_PREFIXES) - 1),
+            st.integers(0, len(_SOURCES) - 1),
+            st.integers(0, 3),
+        ),
+        max_size=40,
+    )
+)
+def test_patched_snapshots_equal_rebuilt_ones(ops: list[tuple[str, str, int, int, int]]) -> None:
+    """Every edit publishes by patching the last snapshot (or rebuilding past a limit):
+    whatever the sequence, the table answers as one built from scratch."""
+    table: RouteTable[int] = RouteTable()
+    for op, site, p, src, target in ops:
+        prefix = _PREFIXES[p]
+        try:
+            if op == "add":
+                table.add(prefix, site, target)
+            elif op == "pair":
+                source = _SOURCES[src]
+                if (":" in source) == (":" in prefix):
+                    table.add_pair(site, source, prefix, target)
+            elif op == "target":
+                table.set_target(site, target or None)
+            elif op == "remove":
+                table.remove_site(site)
+            elif op == "batch":
+                with table.batch():
+                    for q in _PREFIXES[:4]:
+                        table.add(q, site, target)
+            else:  # more prefixes than a publish patches in: a rebuild
+                with table.batch():
+                    for k in range(PATCH_LIMIT + 4):
+                        table.add(f"172.16.{k}.{target}/32", site, target)
+        except RouteConflict:
+            pass
+        fresh: RouteSnapshot[int] = RouteSnapshot(table._slots)
+        snap = table.snapshot
+        assert snap.routes() == fresh.routes()
+        for dst in _PROBES:
+            for s in _PROBE_SOURCES:
+                if s is not None and (":" in s) != (":" in dst):
+                    continue
+                assert snap.lookup(dst, s) == fresh.lookup(dst, s), (dst, s)
