@@ -35,8 +35,8 @@ BACKOFF_MAX = 60.0
 KEEPALIVE_INTERVAL = 20.0  # RFC 3948 §4 suggests 20 s
 
 
-class Services(Protocol):
-    """What a site needs from the gateway around it."""
+class GatewayServices(Protocol):
+    """What a site, or the P2S runner, needs from the gateway around it."""
 
     gateway: Gateway
     sadb: SaDatabase
@@ -47,6 +47,11 @@ class Services(Protocol):
 
     def service(self, session: IkeSession) -> None: ...
     def alloc_spi(self) -> int: ...
+
+
+class Services(GatewayServices, Protocol):
+    """A site's view: the gateway's, plus adopting responder sessions."""
+
     def adopt(self, session: IkeSession, site: SiteRunner) -> None: ...
 
 

@@ -17,20 +17,17 @@ import contextlib
 import ipaddress
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography import x509
 
 from esp.datapath import Transport
-from esp.route_table import RouteConflict, RouteTable
-from esp.sadb import SaDatabase
+from esp.route_table import RouteConflict
 from esp.selectors import Selector
 from gatewayd.childsa import ChildRecord, retarget, transport_to
-from gatewayd.config import Config, Gateway, P2s
+from gatewayd.config import Config, P2s
 from gatewayd.ikeconf import Credentials
-from gatewayd.kernel import KernelRoutes
 from gatewayd.logging import get_logger
-from gatewayd.netio import Endpoints
 from gatewayd.p2s.sessionconf import (
     P2S_CHILD,
     P2S_SESSION,
@@ -40,6 +37,7 @@ from gatewayd.p2s.sessionconf import (
     make_pools,
     session_config,
 )
+from gatewayd.site import GatewayServices
 from ike.eap.method import backend_factory
 from ike.p2s.cp import PoolProvider
 from ike.p2s.pool import AddressPool
@@ -55,20 +53,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 class P2sSetupError(Exception):
     """The users file or revocation list cannot be used; the message names the file."""
-
-
-class Services(Protocol):
-    """What the runner needs from the daemon (the same as a SiteRunner)."""
-
-    gateway: Gateway
-    sadb: SaDatabase
-    routes: RouteTable[Any]
-    kernel: KernelRoutes | None
-    endpoints: Endpoints | None
-    stopping: bool
-
-    def service(self, session: IkeSession) -> None: ...
-    def alloc_spi(self) -> int: ...
 
 
 @dataclass(eq=False)
@@ -100,7 +84,7 @@ def route_site(identity: str) -> str:
 
 
 class P2sRunner:
-    def __init__(self, gw: Services, config: Config, creds: Credentials) -> None:
+    def __init__(self, gw: GatewayServices, config: Config, creds: Credentials) -> None:
         assert config.p2s is not None
         self.gw = gw
         self.log = get_logger(component="p2s")
