@@ -61,7 +61,7 @@ from esp.tso import (
     complete_csum,
     segment,
 )
-from esp.tun import TunDevice
+from esp.tun import TunDevice, switched_on
 
 Address = tuple[Any, ...]
 DeliverIke = Callable[[bytes, Address, int], None]  # (message, peer address, local port)
@@ -86,8 +86,7 @@ OFFLOAD_ENV = "GATEWAYD_OFFLOAD"
 
 def offload_from_env(environ: Any = None) -> bool:
     """GATEWAYD_OFFLOAD: "auto" (default; use what the kernel offers) or "off"."""
-    value = (os.environ if environ is None else environ).get(OFFLOAD_ENV, "auto")
-    return value.strip().lower() not in ("off", "0", "no", "false")
+    return switched_on(os.environ if environ is None else environ, OFFLOAD_ENV)
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,8 +540,9 @@ class DataPath:
                 if not data:
                     self.sadb.malformed += 1
                     continue
-                data = memoryview(data)[(data[0] & 0x0F) * 4 :]
-            open_and_deliver(data)
+                open_and_deliver(memoryview(data)[(data[0] & 0x0F) * 4 :])
+            else:
+                open_and_deliver(data)
 
     def _drain_raw_mmsg(self, receiver: MmsgReceiver) -> None:
         """recvmmsg: up to ``batch`` packets per call. Each view is used up (opened into

@@ -150,6 +150,7 @@ class MmsgSender:
             hdr.msg_iovlen = 1
             hdr.msg_name = ctypes.addressof(self._name)
         self._call = _LIBC.sendmmsg
+        self._data_at: int = _DATA_AT
 
     def _set_address(self, addr: Any) -> None:
         if self._family == socket.AF_INET:
@@ -170,7 +171,7 @@ class MmsgSender:
         if addr != self._addr:
             self._set_address(addr)
         count = min(len(packets), self._slots)
-        view, pack, at = self._iov_view, _IOVEC.pack_into, _DATA_AT
+        view, pack, at = self._iov_view, _IOVEC.pack_into, self._data_at
         held = []  # copies of anything not bytes, alive until the call returns
         for i in range(count):
             p = packets[i]

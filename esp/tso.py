@@ -70,7 +70,7 @@ def complete_csum(packet: bytearray, csum_start: int, csum_offset: int) -> None:
     _U16.pack_into(packet, at, value)
 
 
-def segment(packet: bytes, gso_type: int, gso_size: int) -> list[bytes]:
+def segment(packet: bytes | memoryview, gso_type: int, gso_size: int) -> list[bytes]:
     """The segments of a TCP super-packet of gso_size-byte payloads, each a complete
     IPv4/IPv6 packet with correct lengths, IPv4 id and header checksum, TCP sequence
     number, flags (FIN/PSH on the last only, CWR on the first only) and TCP checksum."""

@@ -19,7 +19,7 @@ import select
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface, IPv6Interface
 from socket import AF_INET, AF_INET6
 from typing import Any, TypeVar
@@ -51,6 +51,11 @@ class TunError(OSError):
 
 class TunClosed(EOFError):
     """The device was shut down while a reader waited."""
+
+
+def switched_on(environ: Any, name: str) -> bool:
+    """An offload switch: on unless the variable says "off" (or 0, no, false)."""
+    return environ.get(name, "auto").strip().lower() not in ("off", "0", "no", "false")
 
 
 @dataclass(frozen=True)
@@ -85,12 +90,12 @@ class TunOptions:
         path then asks for TSO with TUNSETOFFLOAD, segments what it reads (esp.tso) and
         coalesces what it writes (esp.coalesce)."""
         env = os.environ if environ is None else environ
-        off = ("off", "0", "no", "false")
-        tun = env.get("GATEWAYD_TUN_OFFLOAD", "auto").strip().lower()
-        every = env.get("GATEWAYD_OFFLOAD", "auto").strip().lower()
+        vnet = switched_on(env, "GATEWAYD_TUN_OFFLOAD") and switched_on(env, "GATEWAYD_OFFLOAD")
+        options = cls(vnet_hdr=vnet)
         queue = env.get("GATEWAYD_TUN_QUEUE_BYTES", "").strip()
-        extra = {"queue_bytes": int(queue) or None} if queue.isdigit() else {}
-        return cls(vnet_hdr=tun not in off and every not in off, **extra)
+        if queue.isdigit():
+            options = replace(options, queue_bytes=int(queue) or None)
+        return options
 
     def ifr_flags(self) -> int:
         flags = IFF_TUN | IFF_NO_PI
