@@ -28,7 +28,6 @@ __all__ = [
     "ZERO_VNET_HDR",
     "SegmentError",
     "complete_csum",
-    "csum_fold",
     "segment",
 ]
 
@@ -57,16 +56,13 @@ class SegmentError(ValueError):
     """The super-packet does not parse as what its virtio header says."""
 
 
-csum_fold = checksum  # the checksum field for a sum (kept: tests and callers use it)
-
-
 def complete_csum(packet: bytearray, csum_start: int, csum_offset: int) -> None:
     """NEEDS_CSUM: the field at csum_start + csum_offset holds the pseudo-header sum;
     fold the sum from csum_start to the end into it (in place)."""
     at = csum_start + csum_offset
     if csum_start >= len(packet) or at + 2 > len(packet):
         raise SegmentError("checksum offsets outside the packet")
-    value = csum_fold(sum16(memoryview(packet)[csum_start:]))
+    value = checksum(sum16(memoryview(packet)[csum_start:]))
     _U16.pack_into(packet, at, value)
 
 
@@ -142,11 +138,11 @@ def segment(packet: bytes | memoryview, gso_type: int, gso_size: int) -> list[by
             ip_id = (ip_id0 + i) & 0xFFFF
             pack16(ip_hdr, 2, ip_hdr_len + tcp_len)
             pack16(ip_hdr, 4, ip_id)
-            pack16(ip_hdr, 10, csum_fold(ip_base + ip_hdr_len + tcp_len + ip_id))
+            pack16(ip_hdr, 10, checksum(ip_base + ip_hdr_len + tcp_len + ip_id))
         else:
             pack16(ip_hdr, 4, tcp_len)
         # IPv4 and IPv6 pseudo-headers sum alike: addresses, protocol, TCP length.
-        check = csum_fold(tcp_base + tcp_len + (seq >> 16) + (seq & 0xFFFF) + flags + sums[i])
+        check = checksum(tcp_base + tcp_len + (seq >> 16) + (seq & 0xFFFF) + flags + sums[i])
         pack16(tcp_hdr, 16, check)
         out.append(join((ip_hdr, tcp_hdr, payload)))
     return out
