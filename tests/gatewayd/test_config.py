@@ -341,6 +341,20 @@ def test_psk_examples_pass_check(name: str, capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().out == "ok\n"
 
 
+def test_point_to_site_example(capsys: pytest.CaptureFixture[str]) -> None:
+    path = EXAMPLES / "point-to-site.toml"
+    config = load_config(path, check_files=False)  # its files are placeholders
+    p2s = config.p2s
+    assert p2s is not None and p2s.auth == ("certificate", "eap-mschapv2", "eap-radius")
+    assert [str(n) for n in config.p2s_routes()] == ["10.1.0.0/16", "10.2.0.0/16"]
+    assert run_check(str(path), check_files=False) == 0
+    capsys.readouterr()
+    if not Path("/etc/gatewayd/hub.crt").exists():  # the full check names every file
+        assert run_check(str(path)) == 1
+        keys = {line.split(": ")[0] for line in capsys.readouterr().out.splitlines()}
+        assert {"gateway.certificate", "p2s.client_ca[0]", "p2s.users_file"} <= keys
+
+
 def test_multi_site_example(capsys: pytest.CaptureFixture[str]) -> None:
     path = EXAMPLES / "multi-site.toml"
     # Its certificates are placeholders under /etc/gatewayd: the model is valid ...
