@@ -4,7 +4,7 @@ Two threads, one per direction, outside the asyncio loop: per packet there is on
 one route lookup (a dict probe per prefix length), one SA lookup (a dict access), one
 AEAD call and one write; no callbacks, no logging, no locks. The control plane changes
 what they see only by publishing new SA tables (esp.sadb) and route snapshots
-(esp.route_table), which the loops pick up at the next batch.
+(esp.route_table), which the out-loop picks up at the next frame it reads.
 
 Inbound, UDP port 4500 carries both ESP and IKE (RFC 3948): this loop owns that socket's
 reads and hands IKE messages (non-ESP marker stripped) to ``deliver_ike``, which must be
@@ -275,9 +275,6 @@ class DataPath:
             events = poller.poll()
             if any(f == stop for f, _ in events):
                 return
-            # The control plane publishes new tables by rebinding: take them once per batch.
-            lookup = routes.snapshot.lookup_packed
-            sa_for = sadb.outbound_table.get
             for _ in range(batch):
                 try:
                     frame = read(fd, read_size)
@@ -286,6 +283,10 @@ class DataPath:
                 except OSError:
                     c.tun_errors += 1
                     break
+                # The control plane publishes new tables by rebinding: taken per frame read,
+                # so a packet read after a switch (make-before-break) uses the new SA.
+                lookup = routes.snapshot.lookup_packed
+                sa_for = sadb.outbound_table.get
                 try:
                     # The segments of one TSO super-packet share addresses: one route and
                     # SA lookup serves them all (sa stays None until a lookup succeeds).

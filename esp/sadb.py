@@ -75,7 +75,7 @@ class SaDatabase:
     @property
     def outbound_table(self) -> dict[Hashable, OutboundSa]:
         """The current outbound table, never changed once published (the packet loop
-        takes it once per batch and does one .get per packet). Do not mutate it."""
+        takes it per frame read and does one .get per packet). Do not mutate it."""
         return self._outbound
 
     def open(self, packet: Packet) -> tuple[InboundSa, int, bytes]:
