@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["checksum", "fold", "sum16", "sums_of_equal_parts"]
+__all__ = ["checksum", "fold", "sum16", "sums_array", "sums_of_equal_parts"]
 
 _BE16 = np.dtype(">u2")
 _add_reduce = np.add.reduce  # the ufunc itself: ndarray.sum() adds a Python wrapper
@@ -46,6 +46,12 @@ def sums_of_equal_parts(data: bytes | bytearray | memoryview, part: int) -> list
     if part & 1:  # odd parts do not split into words: one at a time
         view = memoryview(data)
         return [sum16(view[k * part : (k + 1) * part]) for k in range(count)]
-    words = np.frombuffer(data, dtype=_BE16, count=count * part // 2).reshape(count, part // 2)
-    sums: list[int] = _add_reduce(words, axis=1, dtype=np.uint64).tolist()
+    sums: list[int] = sums_array(data, part).tolist()
     return sums
+
+
+def sums_array(data: bytes | bytearray | memoryview, part: int) -> np.ndarray:
+    """sums_of_equal_parts as an int64 array, for an even ``part`` (each sum < 2^32)."""
+    count = len(data) // part
+    words = np.frombuffer(data, dtype=_BE16, count=count * part // 2).reshape(count, part // 2)
+    return _add_reduce(words, axis=1, dtype=np.int64)

@@ -39,7 +39,7 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,7 @@ from esp.coalesce import TunWriter
 from esp.encap import NON_ESP_MARKER
 from esp.mmsg import MmsgReceiver, MmsgSender
 from esp.route_table import RouteTable
-from esp.sa import NH_IPV4, NH_IPV6, EspDrop, SequenceExhausted
+from esp.sa import NH_IPV4, NH_IPV6, EspDrop, OutboundSa, SequenceExhausted
 from esp.sadb import SaDatabase
 from esp.tso import (
     GSO_NONE,
@@ -58,8 +58,9 @@ from esp.tso import (
     VNET_HDR,
     VNET_HDR_LEN,
     SegmentError,
+    Segments,
     complete_csum,
-    segment,
+    segment_headers,
 )
 from esp.tun import TunDevice, switched_on
 
@@ -184,6 +185,9 @@ class DataPath:
         # Plain ESP batching (recvmmsg/sendmmsg), with the other offloads' switches.
         self._raw_out: MmsgSender | None = None
         self._raw_in: MmsgReceiver | None = None
+        self._pieces: list[bytes] = []  # the out-loop's sealed super-packet (reused)
+        # Where the in-loop hands decrypted packets (start() picks the TUN writer).
+        self._deliver: Callable[[bytes], None] = self._write_tun
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -191,6 +195,9 @@ class DataPath:
         self._tun_fd = self.tun.fileno()
         os.set_blocking(self._tun_fd, False)
         self.tun_writer = TunWriter(self._tun_fd, self.counters) if self.vnet else None
+        # Decrypted packets go to the coalescing writer (flushed per wake-up) or straight
+        # to the TUN device.
+        self._deliver = self.tun_writer.add if self.tun_writer else self._write_tun
         if self.raw_sock is not None:
             with contextlib.suppress(OSError):  # no sendmmsg/recvmmsg: one call a packet
                 self._raw_out = MmsgSender(self.raw_sock, self.batch) if self.gso else None
@@ -258,6 +265,8 @@ class DataPath:
         routes, sadb = self.routes, self.sadb
         gso = self.gso
         vnet, from_vnet = self.vnet, self._from_vnet
+        route_to_sa = self._route_to_sa
+        send_segments = self._send_segments
         flush = self._flush_run
         raw_out = self._raw_out
         raw_sock = self.raw_sock
@@ -288,68 +297,60 @@ class DataPath:
                 lookup = routes.snapshot.lookup_packed
                 sa_for = sadb.outbound_table.get
                 try:
-                    # The segments of one TSO super-packet share addresses: one route and
-                    # SA lookup serves them all (sa stays None until a lookup succeeds).
-                    sa = None
-                    next_header = NH_IPV4
-                    for packet in from_vnet(frame) if vnet else (frame,):
-                        if sa is None:
-                            n = len(packet)
-                            version = packet[0] >> 4 if n else 0
-                            if version == 4 and n >= 20:
-                                route = lookup(packet[16:20], packet[12:16])
-                                next_header = NH_IPV4
-                            elif version == 6 and n >= 40:
-                                route = lookup(packet[24:40], packet[8:24])
-                                next_header = NH_IPV6
-                            else:
-                                c.malformed_out += 1
-                                continue
-                            if route is None or route.target is None:
-                                c.no_route += 1
-                                continue
-                            sa = sa_for(route.target)
-                            if sa is None:
-                                c.no_sa += 1
-                                continue
-                        try:
-                            esp = sa.seal(packet, next_header)
-                        except EspDrop:
-                            continue  # counted on the SA (selector)
-                        except SequenceExhausted:
-                            c.seq_exhausted += 1
-                            continue
-                        t: Transport = sa.transport  # type: ignore[assignment]
-                        if raw_out is not None and t.sock is raw_sock:
-                            if raw_run and t.addr != raw_addr:
-                                flush_raw(raw_out, raw_addr, raw_run)  # clears raw_run
-                            raw_run.append(esp)
-                            raw_addr = t.addr
-                            if len(raw_run) >= batch:
-                                flush_raw(raw_out, raw_addr, raw_run)
-                            continue
-                        if not (gso and t.udp):
-                            try:
-                                t.sock.sendto(esp, t.addr)
-                            except OSError:
-                                c.send_errors += 1
-                            continue
-                        size = len(esp)
+                    packet = from_vnet(frame) if vnet else frame
+                    if packet is None:
+                        continue  # malformed, counted
+                    if isinstance(packet, Segments):
+                        # A TSO super-packet: its segments leave in order, after what
+                        # is already collected.
                         if run:
-                            if (
-                                size <= run_size
-                                and t.sock is run_sock
-                                and t.addr == run_addr
-                                and run_bytes + size <= GSO_MAX_BYTES
-                            ):
-                                run.append(esp)
-                                run_bytes += size
-                                if size < run_size or len(run) >= GSO_MAX_SEGMENTS:
-                                    flush(run_sock, run_addr, run_size, run)  # clears run
-                                continue
                             flush(run_sock, run_addr, run_size, run)
-                        run.append(esp)
-                        run_sock, run_addr, run_size, run_bytes = t.sock, t.addr, size, size
+                        if raw_run:
+                            flush_raw(raw_out, raw_addr, raw_run)  # type: ignore[arg-type]
+                        send_segments(packet, lookup, sa_for)
+                        continue
+                    found = route_to_sa(packet, lookup, sa_for)
+                    if found is None:
+                        continue
+                    sa, next_header = found
+                    try:
+                        esp = sa.seal(packet, next_header)
+                    except EspDrop:
+                        continue  # counted on the SA (selector)
+                    except SequenceExhausted:
+                        c.seq_exhausted += 1
+                        continue
+                    t: Transport = sa.transport  # type: ignore[assignment]
+                    if raw_out is not None and t.sock is raw_sock:
+                        if raw_run and t.addr != raw_addr:
+                            flush_raw(raw_out, raw_addr, raw_run)  # clears raw_run
+                        raw_run.append(esp)
+                        raw_addr = t.addr
+                        if len(raw_run) >= batch:
+                            flush_raw(raw_out, raw_addr, raw_run)
+                        continue
+                    if not (gso and t.udp):
+                        try:
+                            t.sock.sendto(esp, t.addr)
+                        except OSError:
+                            c.send_errors += 1
+                        continue
+                    size = len(esp)
+                    if run:
+                        if (
+                            size <= run_size
+                            and t.sock is run_sock
+                            and t.addr == run_addr
+                            and run_bytes + size <= GSO_MAX_BYTES
+                        ):
+                            run.append(esp)
+                            run_bytes += size
+                            if size < run_size or len(run) >= GSO_MAX_SEGMENTS:
+                                flush(run_sock, run_addr, run_size, run)  # clears run
+                            continue
+                        flush(run_sock, run_addr, run_size, run)
+                    run.append(esp)
+                    run_sock, run_addr, run_size, run_bytes = t.sock, t.addr, size, size
                 except Exception as exc:  # a bug must cost one packet, never the loop
                     note_unexpected(exc)
             if run:
@@ -366,63 +367,150 @@ class DataPath:
                     raw_run.clear()
                     note_unexpected(exc)
 
-    def _from_vnet(self, frame: bytes) -> Sequence[bytes]:
-        """The IP packets in one frame read from a vnet_hdr TUN: a TSO super-packet cut
-        into its segments, or one packet with its partial checksum completed."""
+    def _route_to_sa(
+        self, packet: bytes, lookup: Callable[[bytes, bytes], Any], sa_for: Callable[[Any], Any]
+    ) -> tuple[OutboundSa, int] | None:
+        """The SA and ESP next header for an IP packet from the TUN (None: counted drop)."""
+        c = self.counters
+        n = len(packet)
+        version = packet[0] >> 4 if n else 0
+        if version == 4 and n >= 20:
+            route = lookup(packet[16:20], packet[12:16])
+            next_header = NH_IPV4
+        elif version == 6 and n >= 40:
+            route = lookup(packet[24:40], packet[8:24])
+            next_header = NH_IPV6
+        else:
+            c.malformed_out += 1
+            return None
+        if route is None or route.target is None:
+            c.no_route += 1
+            return None
+        sa = sa_for(route.target)
+        if sa is None:
+            c.no_sa += 1
+            return None
+        return sa, next_header
+
+    def _send_segments(
+        self,
+        segments: Segments,
+        lookup: Callable[[bytes, bytes], Any],
+        sa_for: Callable[[Any], Any],
+    ) -> None:
+        """Seal a TSO super-packet's segments (they share addresses and ports: one route
+        and SA lookup, one selector check) and send them in as few system calls as the
+        transport allows."""
+        c = self.counters
+        found = self._route_to_sa(segments.headers[0], lookup, sa_for)
+        if found is None:
+            return
+        sa, next_header = found
+        pieces = self._pieces  # reused: two buffers per ESP packet (esp.sa seal_run)
+        try:
+            sa.seal_segments(segments, next_header, pieces)
+        except EspDrop:
+            return  # counted on the SA (selector)
+        except SequenceExhausted:
+            c.seq_exhausted += 1  # what still fitted is in pieces: send it
+        try:
+            if pieces:
+                self._send_pieces(sa.transport, pieces)  # type: ignore[arg-type]
+        finally:
+            pieces.clear()
+
+    def _send_pieces(self, t: Transport, pieces: list[bytes]) -> None:
+        """Send ESP packets given as buffer pairs: UDP GSO in chunks of one size, else
+        sendmmsg, else one sendto each."""
+        count = len(pieces) // 2
+        if t.udp and self.gso:
+            size = len(pieces[0]) + len(pieces[1])
+            per = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size))
+            for first in range(0, count, per):
+                chunk = pieces[2 * first : 2 * (first + per)]
+                self._flush_run(t.sock, t.addr, size, chunk, parts=2)
+            return
+        if not t.udp and self._raw_out is not None and t.sock is self.raw_sock:
+            slots = self.batch
+            for first in range(0, count, slots):
+                chunk = pieces[2 * first : 2 * (first + slots)]
+                self._flush_raw(self._raw_out, t.addr, chunk, parts=2)
+            return
+        join = b"".join
+        for i in range(0, len(pieces), 2):
+            try:
+                t.sock.sendto(join(pieces[i : i + 2]), t.addr)
+            except OSError:
+                self.counters.send_errors += 1
+
+    def _from_vnet(self, frame: bytes) -> Segments | bytes | None:
+        """What one frame read from a vnet_hdr TUN holds: a TSO super-packet's segments,
+        or one packet (its partial checksum completed); None if malformed (counted)."""
         if len(frame) < VNET_HDR_LEN:
             self.counters.malformed_out += 1
-            return ()
+            return None
         flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(frame)
         try:
             if gso_type != GSO_NONE:
                 self.counters.tso_frames += 1
-                return segment(memoryview(frame)[VNET_HDR_LEN:], gso_type, gso_size)
+                return segment_headers(memoryview(frame)[VNET_HDR_LEN:], gso_type, gso_size)
             if flags & NEEDS_CSUM:
                 packet = bytearray(frame[VNET_HDR_LEN:])
                 complete_csum(packet, csum_start, csum_offset)
-                return (bytes(packet),)
+                return bytes(packet)
         except SegmentError:
             self.counters.malformed_out += 1
-            return ()
-        return (frame[VNET_HDR_LEN:],)
+            return None
+        return frame[VNET_HDR_LEN:]
 
     def _flush_run(
-        self, sock: socket.socket | None, addr: Address, size: int, run: list[bytes]
+        self,
+        sock: socket.socket | None,
+        addr: Address,
+        size: int,
+        run: list[bytes],
+        parts: int = 1,
     ) -> None:
         """Send the collected datagrams (one sendmsg with UDP_SEGMENT when there are
-        several and the socket takes it, else one sendto each); empties ``run``."""
+        several and the socket takes it, else one sendto each); empties ``run``. Each
+        datagram is ``parts`` consecutive buffers of run."""
         assert sock is not None
         c = self.counters
+        count = len(run) // parts
         try:
-            if len(run) > 1 and sock not in self._no_gso:
+            if count > 1 and sock not in self._no_gso:
                 try:
                     sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size))], 0, addr)
                 except OSError as exc:
                     if not self._gso_refused(sock, exc):
-                        c.send_errors += len(run)
+                        c.send_errors += count
                         return
                     # else: the kernel did not take it; send them one by one below
                 else:
                     c.gso_sends += 1
                     return
-            for esp in run:
+            join = b"".join
+            for i in range(0, len(run), parts):
                 try:
-                    sock.sendto(esp, addr)
+                    sock.sendto(run[i] if parts == 1 else join(run[i : i + parts]), addr)
                 except OSError:
                     c.send_errors += 1
         finally:
             run.clear()
 
-    def _flush_raw(self, sender: MmsgSender, addr: Address, run: list[bytes]) -> None:
-        """Send the plain ESP packets collected for addr in one sendmmsg; empties run."""
+    def _flush_raw(
+        self, sender: MmsgSender, addr: Address, run: list[bytes], parts: int = 1
+    ) -> None:
+        """Send the plain ESP packets collected for addr in one sendmmsg; empties run.
+        Each packet is ``parts`` consecutive buffers of run."""
         c = self.counters
         try:
-            sent = sender.send(run, addr)
+            sent = sender.send(run, addr, parts)
         except OSError:
             sent = 0
         if sent > 1:
             c.mmsg_sends += 1
-        c.send_errors += len(run) - sent  # e.g. the socket buffer was full (EAGAIN)
+        c.send_errors += len(run) // parts - sent  # e.g. the socket buffer was full (EAGAIN)
         run.clear()
 
     def _gso_refused(self, sock: socket.socket, exc: OSError) -> bool:
@@ -468,7 +556,8 @@ class DataPath:
                         self._note_unexpected(exc)
 
     def _udp_datagram(self, data: bytes | memoryview, addr: Address) -> None:
-        """One datagram from port 4500: keepalive, IKE (marker stripped) or ESP."""
+        """One datagram from port 4500 that is not ESP: keepalive, IKE (marker stripped),
+        or a runt (counted as malformed)."""
         n = len(data)
         if n == 1 and data[0] == 0xFF:
             self.counters.keepalives_in += 1  # RFC 3948 §2.3: ignored
@@ -478,10 +567,39 @@ class DataPath:
         else:
             self._open_and_deliver(data)
 
+    def _open_batch(self, packets: list[Any], addr: Address | None) -> None:
+        """Open what one receive call brought and hand the inner packets to the TUN side.
+        addr: the UDP sender (port 4500 also carries IKE and keepalives: _udp_datagram),
+        None on the raw ESP socket. Each packet on its own: a failure costs that one."""
+        sadb = self.sadb
+        table = sadb.inbound_table
+        unpack = _U32.unpack_from
+        deliver = self._deliver
+        for data in packets:
+            try:
+                # SPI 0 is the non-ESP marker (RFC 3948); shorter than 8 is no ESP.
+                if data is not None and len(data) >= 8 and (spi := unpack(data)[0]):
+                    sa = table.get(spi)
+                    if sa is None:
+                        sadb.unknown_spi += 1
+                        continue
+                    try:
+                        inner = sa.opener(data)[1]
+                    except EspDrop:
+                        continue  # counted by the SA
+                    deliver(inner)
+                elif data is None:  # longer than a receive slot (esp.mmsg)
+                    sadb.malformed += 1
+                elif addr is None:
+                    self._open_and_deliver(data)
+                else:
+                    self._udp_datagram(data, addr)
+            except Exception as exc:
+                self._note_unexpected(exc)
+
     def _drain_udp(self) -> None:
         recv = self.udp_sock.recvfrom
         c = self.counters
-        handle = self._udp_datagram
         for _ in range(self.batch):
             try:
                 data, addr = recv(MAX_DATAGRAM)
@@ -490,13 +608,12 @@ class DataPath:
             except OSError:
                 c.recv_errors += 1  # e.g. ICMP port unreachable reported on the socket
                 return
-            handle(data, addr)
+            self._open_batch([data], addr)
 
     def _drain_udp_gro(self) -> None:
         recvmsg = self.udp_sock.recvmsg
         c = self.counters
-        handle = self._udp_datagram
-        note_unexpected = self._note_unexpected
+        open_batch = self._open_batch
         for _ in range(self.batch):
             try:
                 data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _GRO_CMSG_SPACE)
@@ -511,15 +628,11 @@ class DataPath:
                     seg = _GRO_SIZE.unpack_from(value)[0]
             n = len(data)
             if seg <= 0 or seg >= n:
-                handle(data, addr)
+                open_batch([data], addr)
                 continue
             c.gro_batches += 1
             view = memoryview(data)
-            for at in range(0, n, seg):
-                try:  # each datagram on its own: a failure costs that one alone
-                    handle(view[at : at + seg], addr)
-                except Exception as exc:
-                    note_unexpected(exc)
+            open_batch([view[at : at + seg] for at in range(0, n, seg)], addr)
 
     def _drain_raw(self) -> None:
         assert self.raw_sock is not None
@@ -527,29 +640,21 @@ class DataPath:
             self._drain_raw_mmsg(self._raw_in)
             return
         recv = self.raw_sock.recvfrom
-        strip = self._raw_has_ip_header
-        open_and_deliver = self._open_and_deliver
+        got: list[Any] = []
         for _ in range(self.batch):
             try:
                 data, _addr = recv(MAX_DATAGRAM)
             except BlockingIOError:
-                return
+                break
             except OSError:
                 self.counters.recv_errors += 1
-                return
-            if strip:
-                if not data:
-                    self.sadb.malformed += 1
-                    continue
-                open_and_deliver(memoryview(data)[(data[0] & 0x0F) * 4 :])
-            else:
-                open_and_deliver(data)
+                break
+            got.append(data)
+        self._open_batch(self._strip_ip_headers(got), None)
 
     def _drain_raw_mmsg(self, receiver: MmsgReceiver) -> None:
         """recvmmsg: up to ``batch`` packets per call. Each view is used up (opened into
         new bytes or dropped) before the next call reuses the buffers."""
-        strip = self._raw_has_ip_header
-        open_and_deliver = self._open_and_deliver
         c = self.counters
         for _ in range(4):  # bounded: the other socket gets its turn
             try:
@@ -559,29 +664,27 @@ class DataPath:
                 return
             if len(packets) > 1:
                 c.mmsg_batches += 1
-            for data in packets:
-                if data is None:  # longer than a receive slot: not a packet we sent for
-                    self.sadb.malformed += 1
-                    continue
-                if strip:
-                    if not data:
-                        self.sadb.malformed += 1
-                        continue
-                    data = data[(data[0] & 0x0F) * 4 :]
-                open_and_deliver(data)
+            self._open_batch(self._strip_ip_headers(packets), None)
             if len(packets) < self.batch:
                 return
 
-    def _open_and_deliver(self, packet: bytes | memoryview) -> None:
-        try:
-            _sa, _next_header, inner = self.sadb.open(packet)
-        except EspDrop:
-            return  # counted by the SA table or the SA
-        writer = self.tun_writer
-        if writer is not None:
-            writer.add(inner)
-            return
+    def _strip_ip_headers(self, packets: list[Any]) -> list[Any]:
+        """The ESP part of what the raw socket returned: IPv4 raw sockets deliver the IP
+        header too (an empty packet becomes a runt, counted as malformed later)."""
+        if not self._raw_has_ip_header:
+            return packets
+        return [p if not p else memoryview(p)[(p[0] & 0x0F) * 4 :] for p in packets]
+
+    def _write_tun(self, inner: bytes) -> None:
         try:
             os.write(self._tun_fd, inner)
         except OSError:
             self.counters.tun_errors += 1
+
+    def _open_and_deliver(self, packet: bytes | memoryview) -> None:
+        """The slow path for one packet (SA looked up by sadb.open, which counts runts)."""
+        try:
+            _sa, _next_header, inner = self.sadb.open(packet)
+        except EspDrop:
+            return  # counted by the SA table or the SA
+        self._deliver(inner)

@@ -138,7 +138,9 @@ class MmsgSender:
         self._fd = sock.fileno()
         self._family = sock.family
         self._slots = slots
-        self._iov = (_IoVec * slots)()
+        # Two iovecs per message: a packet given in two pieces (esp.sa seal_run) needs no
+        # join; a whole packet leaves the second one empty.
+        self._iov = (_IoVec * (2 * slots))()
         self._iov_view = memoryview(self._iov).cast("B")
         self._msgs = (_MMsgHdr * slots)()
         self._name = ctypes.create_string_buffer(28)  # sockaddr_in6 is the larger
@@ -146,8 +148,8 @@ class MmsgSender:
         self._addr: Any = None
         for i in range(slots):
             hdr = self._msgs[i].msg_hdr
-            hdr.msg_iov = ctypes.pointer(self._iov[i])
-            hdr.msg_iovlen = 1
+            hdr.msg_iov = ctypes.pointer(self._iov[2 * i])
+            hdr.msg_iovlen = 2
             hdr.msg_name = ctypes.addressof(self._name)
         self._call = _LIBC.sendmmsg
         self._data_at: int = _DATA_AT
@@ -165,20 +167,27 @@ class MmsgSender:
             self._msgs[i].msg_hdr.msg_namelen = len(raw)
         self._addr = addr
 
-    def send(self, packets: Sequence[bytes], addr: Any) -> int:
+    def send(self, packets: Sequence[bytes], addr: Any, parts: int = 1) -> int:
         """Send packets (at most ``slots``) to addr; returns how many the kernel took.
-        OSError if not even the first could be sent."""
+        With parts=2 each packet is two consecutive buffers of ``packets``. OSError if
+        not even the first could be sent."""
+        if parts not in (1, 2):
+            raise ValueError("a packet is one or two buffers")
         if addr != self._addr:
             self._set_address(addr)
-        count = min(len(packets), self._slots)
+        count = min(len(packets) // parts, self._slots)
         view, pack, at = self._iov_view, _IOVEC.pack_into, self._data_at
         held = []  # copies of anything not bytes, alive until the call returns
-        for i in range(count):
+        for i in range(count * parts):
             p = packets[i]
             if type(p) is not bytes:  # only a bytes object's data sits at id() + at
                 p = bytes(p)
                 held.append(p)
-            pack(view, i * 16, id(p) + at, len(p))  # packets keeps p alive during the call
+            # packets keeps p alive during the call
+            slot = i if parts == 2 else 2 * i
+            pack(view, slot * 16, id(p) + at, len(p))
+            if parts == 1:
+                pack(view, slot * 16 + 16, 0, 0)
         sent = self._call(self._fd, self._msgs, count, MSG_DONTWAIT, None)
         del held
         if sent < 0:

@@ -73,6 +73,12 @@ class SaDatabase:
         return self._outbound.get(key)
 
     @property
+    def inbound_table(self) -> dict[int, InboundSa]:
+        """The current inbound table by SPI, never changed once published (the packet loop
+        takes it per receive call). Do not mutate it."""
+        return self._inbound
+
+    @property
     def outbound_table(self) -> dict[Hashable, OutboundSa]:
         """The current outbound table, never changed once published (the packet loop
         takes it per frame read and does one .get per packet). Do not mutate it."""

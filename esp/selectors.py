@@ -31,6 +31,7 @@ _EXT_OPTS = frozenset({0, 43, 60})  # Hop-by-Hop, Routing, Destination Options
 _EXT_FRAGMENT = 44
 _EXT_AH = 51
 _MAX_EXT_HEADERS = 8  # bound the walk: a longer chain is not worth parsing, drop it
+_MEMO_MAX = 256  # flows remembered per selector set (SelectorSet.allows_packet)
 
 _U16 = struct.Struct("!H")
 _PORTS = struct.Struct("!HH")
@@ -153,7 +154,7 @@ class SelectorSet:
     source must be in the peer's selectors and the destination in ours.
     """
 
-    __slots__ = ("_all4", "_all6", "_dst4", "_dst6", "_src4", "_src6", "dst", "src")
+    __slots__ = ("_all4", "_all6", "_dst4", "_dst6", "_memo", "_src4", "_src6", "dst", "src")
 
     def __init__(self, src: Iterable[Selector], dst: Iterable[Selector]) -> None:
         self.src = tuple(src)
@@ -165,6 +166,11 @@ class SelectorSet:
         # Route-based (0.0.0.0/0 <-> 0.0.0.0/0) sets skip all parsing per family.
         self._all4 = _covers_family(self.src, False) and _covers_family(self.dst, False)
         self._all6 = _covers_family(self.src, True) and _covers_family(self.dst, True)
+        # allows_packet's answers for recent port-carrying flows, keyed by the header bytes
+        # that decide them (addresses and ports) with the protocol kept in the value. A bulk
+        # flow then costs a slice and a dict probe per packet instead of a parse. Bounded:
+        # a peer that sends many flows only makes it start over.
+        self._memo: dict[bytes, tuple[int, bool]] = {}
 
     @classmethod
     def inbound(cls, local: Iterable[Selector], remote: Iterable[Selector]) -> SelectorSet:
@@ -194,15 +200,42 @@ class SelectorSet:
             return False
         return _any_match(src_b, src, proto, sport) and _any_match(dst_b, dst, proto, dport)
 
-    def allows_packet(self, packet: bytes) -> bool:
+    def allows_packet(self, packet: bytes | bytearray | memoryview) -> bool:
         """Check an inner IP packet; False for anything that does not parse."""
-        if not packet:
+        n = len(packet)
+        if not n:
             return False
-        version = packet[0] >> 4
-        if (version == 4 and self._all4) or (version == 6 and self._all6):
-            return True
+        first = packet[0]
+        version = first >> 4
+        if version == 4:
+            if self._all4:
+                return True
+            # No options, not a later fragment, TCP/UDP/...: bytes 12..24 are addresses
+            # and ports, all that decides (with the protocol).
+            if first == 0x45 and n >= 24 and not (packet[6] & 0x1F or packet[7]):
+                proto = packet[9]
+                if proto in _PORT_PROTOS:
+                    return self._memoised(bytes(packet[12:24]), proto, packet)
+        elif version == 6:
+            if self._all6:
+                return True
+            proto = packet[6]
+            if n >= 44 and proto in _PORT_PROTOS:  # no extension headers
+                return self._memoised(bytes(packet[8:44]), proto, packet)
         fields = inner_addresses(packet)
         return fields is not None and self.allows(*fields)
+
+    def _memoised(self, key: bytes, proto: int, packet: bytes | bytearray | memoryview) -> bool:
+        memo = self._memo
+        hit = memo.get(key)
+        if hit is not None and hit[0] == proto:
+            return hit[1]
+        fields = inner_addresses(packet)
+        allowed = fields is not None and self.allows(*fields)
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[key] = (proto, allowed)
+        return allowed
 
     def __repr__(self) -> str:
         return f"SelectorSet(src={list(self.src)!r}, dst={list(self.dst)!r})"
@@ -212,7 +245,7 @@ def _covers_family(selectors: tuple[Selector, ...], v6: bool) -> bool:
     return any(s.is_v6 == v6 and s.is_any for s in selectors)
 
 
-def inner_addresses(packet: bytes) -> Fields | None:
+def inner_addresses(packet: bytes | bytearray | memoryview) -> Fields | None:
     """(src, dst, proto, sport, dport) of an IPv4/IPv6 packet; None if it does not parse."""
     n = len(packet)
     if not n:
@@ -223,13 +256,13 @@ def inner_addresses(packet: bytes) -> Fields | None:
         if ihl < 20 or n < ihl:
             return None
         proto = packet[9]
-        src, dst = packet[12:16], packet[16:20]
+        src, dst = bytes(packet[12:16]), bytes(packet[16:20])
         first_fragment = not _U16.unpack_from(packet, 6)[0] & 0x1FFF
         off = ihl
     elif version == 6:
         if n < 40:
             return None
-        src, dst = packet[8:24], packet[24:40]
+        src, dst = bytes(packet[8:24]), bytes(packet[24:40])
         proto = packet[6]
         off = 40
         first_fragment = True
@@ -257,7 +290,9 @@ def inner_addresses(packet: bytes) -> Fields | None:
     return (src, dst, proto, *_ports(packet, n, off, proto, first_fragment))
 
 
-def _ports(packet: bytes, n: int, off: int, proto: int, first_fragment: bool) -> tuple[int, int]:
+def _ports(
+    packet: bytes | bytearray | memoryview, n: int, off: int, proto: int, first_fragment: bool
+) -> tuple[int, int]:
     if not first_fragment:
         return -1, -1
     if proto in _PORT_PROTOS:

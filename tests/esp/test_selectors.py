@@ -258,3 +258,51 @@ def test_garbage_is_not_allowed() -> None:
 def test_empty_set_allows_nothing() -> None:
     sel = SelectorSet([], [])
     assert not sel.allows_packet(ipv4("10.1.0.1", "10.2.0.1", 17, udp(1, 2)))
+
+
+# allows_packet's memo of recent flows
+
+
+def _memo_set() -> SelectorSet:
+    local = [Selector.from_network("10.1.0.0/24", 6, (80, 80)), Selector.from_network("fd01::/64")]
+    remote = [Selector.from_network("10.2.0.0/24"), Selector.from_network("fd02::/64", 17)]
+    return SelectorSet.outbound(local, remote)
+
+
+def test_memo_answers_exactly_like_a_parse() -> None:
+    """Remembered flows answer as the parse does, also for the same addresses and ports
+    under another protocol, later fragments and ICMP (which are never remembered)."""
+    import random
+
+    rng = random.Random(7)
+    sel = _memo_set()
+    fresh = _memo_set()
+    for _ in range(3000):
+        v6 = rng.random() < 0.4
+        proto = rng.choice([6, 17, 1, 58, 50])
+        ports = udp(rng.choice([80, 81]), rng.choice([80, 443]))
+        if v6:
+            src = rng.choice(["fd01::5", "fd03::5"])
+            packet = ipv6(src, rng.choice(["fd02::7", "fd09::7"]), proto, ports)
+        else:
+            packet = ipv4(
+                rng.choice(["10.1.0.5", "10.3.0.5"]),
+                rng.choice(["10.2.0.7", "10.9.0.7"]),
+                proto,
+                ports,
+                frag_offset=rng.choice([0, 0, 0, 8]),
+            )
+        fields = inner_addresses(packet)
+        expected = fields is not None and fresh.allows(*fields)
+        assert sel.allows_packet(packet) is expected
+        assert sel.allows_packet(memoryview(packet)) is expected
+
+
+def test_memo_is_bounded() -> None:
+    from esp.selectors import _MEMO_MAX
+
+    sel = _memo_set()
+    for port in range(3 * _MEMO_MAX):
+        assert sel.allows_packet(ipv4("10.1.0.5", "10.2.0.7", 6, udp(80, port)))
+        assert not sel.allows_packet(ipv4("10.1.0.5", "10.2.0.7", 6, udp(81, port)))
+        assert len(sel._memo) <= _MEMO_MAX
