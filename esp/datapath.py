@@ -2,9 +2,15 @@
 
 Two threads, one per direction, outside the asyncio loop: per packet there is one read,
 one route lookup (a dict probe per prefix length), one SA lookup (a dict access), one
-AEAD call and one write; no callbacks, no logging, no locks. The control plane changes
-what they see only by publishing new SA tables (esp.sadb) and route snapshots
-(esp.route_table), which the out-loop picks up at the next frame it reads.
+AEAD call and one write; no callbacks, no logging, no locks. A TSO super-packet costs
+one read, one route and SA lookup and one selector check for all its segments, which are
+sealed in one loop (OutboundSa.seal_segments) into pairs of buffers that the send calls
+take as iovecs, so no sealed packet is ever joined in Python. A receive call's packets
+are opened in one loop too (_open_batch: SA by SPI, then the SA's AEAD closure).
+
+The control plane changes what the loops see only by publishing new SA tables (esp.sadb)
+and route snapshots (esp.route_table), which the out-loop picks up at the next frame it
+reads.
 
 Inbound, UDP port 4500 carries both ESP and IKE (RFC 3948): this loop owns that socket's
 reads and hands IKE messages (non-ESP marker stripped) to ``deliver_ike``, which must be

@@ -9,7 +9,7 @@ in test_tso.py): the segments must be the ones that went in, byte for byte.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -34,11 +34,11 @@ class Tun:
         self.counters = PathCounters()
         self.writer = TunWriter(self.ours.fileno(), self.counters)
 
-    def write(self, packets: list[bytes]) -> list[tuple[tuple[int, ...], bytes]]:
+    def write(self, packets: Sequence[bytes | memoryview]) -> list[tuple[tuple[int, ...], bytes]]:
         for p in packets:
             self.writer.add(p)
         self.writer.flush()
-        out = []
+        out: list[tuple[tuple[int, ...], bytes]] = []
         while True:
             try:
                 frame = self.theirs.recv(70000)
@@ -285,3 +285,132 @@ def test_a_failed_write_is_counted_not_raised(tun: Tun) -> None:
     tun.writer.add(flow(2)[1])
     tun.writer.flush()
     assert tun.counters.tun_errors == 2
+
+
+# ------------------------------------------------------------------ long batches
+# From 24 segments of one length on, headers are compared in numpy (rows of a joined
+# batch); these check that path against what one at a time decides.
+
+
+def _shape(frames: list[Any]) -> list[int]:
+    """Segments per frame: 0 for a packet written alone."""
+    return [len(resegmented(h, p)) if h[1] != GSO_NONE else 0 for h, p in frames]
+
+
+def _unrolled(frames: list[Any]) -> list[bytes]:
+    return [s for h, p in frames for s in (resegmented(h, p) if h[1] != GSO_NONE else [p])]
+
+
+def _changed(packet: bytes, change: str) -> bytes:
+    """packet with one header field changed (checksums recomputed), or its payload
+    corrupted (``csum``)."""
+    if change == "csum":
+        broken = bytearray(packet)
+        broken[-1] ^= 0x40
+        return bytes(broken)
+    ip = IP(packet) if packet[0] >> 4 == 4 else IPv6(packet)
+    tcp = ip[TCP]
+    if change == "window":
+        tcp.window += 1
+    elif change == "ack":
+        tcp.ack += 1
+    elif change == "fin":
+        tcp.flags = "FA"
+    elif change == "psh":
+        tcp.flags = "PA"
+    if isinstance(ip, IP):
+        del ip.chksum
+    del tcp.chksum
+    return bytes(raw(ip))
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize(
+    ("change", "shape"),
+    [
+        ("window", [20, 0, 24]),  # it differs from both sides: alone
+        ("ack", [20, 0, 24]),
+        ("fin", [20, 0, 24]),
+        ("psh", [21, 24]),  # ends the run it is in
+        ("csum", [20] + [0] * 25),  # it and the rest of the run alone
+    ],
+)
+def test_a_long_run_is_cut_where_a_middle_segment_differs(
+    tun: Tun, v6: bool, change: str, shape: list[int]
+) -> None:
+    segments = flow(45, v6=v6)
+    packets = [*segments[:20], _changed(segments[20], change), *segments[21:]]
+    frames = tun.write(packets)
+    assert _shape(frames) == shape
+    assert _unrolled(frames) == packets
+    assert tun.counters.tun_bad_csum == (change == "csum")
+
+
+def test_a_long_run_is_cut_by_a_gap_or_a_short_segment(tun: Tun) -> None:
+    gap = flow(20) + flow(25, seq=1000 + 20 * MSS + 1)
+    frames = tun.write(gap)
+    assert _shape(frames) == [20, 25] and _unrolled(frames) == gap
+    short = flow(31, last=500) + flow(14, seq=1000 + 30 * MSS + 500)
+    frames = tun.write(short)
+    assert _shape(frames) == [31, 14] and _unrolled(frames) == short
+    longer = flow(30) + flow(15, seq=1000 + 30 * MSS, size=MSS + 4)
+    frames = tun.write(longer)
+    assert _shape(frames) == [30, 15] and _unrolled(frames) == longer
+
+
+def test_two_flows_in_one_batch_each_coalesce(tun: Tun) -> None:
+    a = flow(30)
+    b = flow(30, v6=True, seq=5000)
+    c = flow(30, sport=40001)
+    frames = tun.write(a + b + c)
+    assert _shape(frames) == [30, 30, 30]
+    assert _unrolled(frames) == a + b + c
+    interleaved = [p for pair in zip(flow(20), flow(20, sport=40001), strict=True) for p in pair]
+    frames = tun.write(interleaved)
+    assert _shape(frames) == [0] * 40
+
+
+@pytest.mark.parametrize("size", [1002, 999], ids=["even", "odd"])
+def test_long_runs_of_sizes_that_are_not_whole_words(tun: Tun, size: int) -> None:
+    segments = flow(30, size=size)
+    frames = tun.write(segments)
+    assert len(frames) == 1 and frames[0][0][3] == size
+    assert segment(frames[0][1], frames[0][0][1], size) == segments
+    broken = bytearray(segments[7])
+    broken[-1] ^= 0x10
+    packets = [*segments[:7], bytes(broken), *segments[8:]]
+    frames = tun.write(packets)
+    assert [len(segment(p, h[1], size)) if h[1] else 0 for h, p in frames] == [7] + [0] * 23
+
+
+# ------------------------------------------------------------------ the writer itself
+
+
+def test_add_is_the_pending_lists_append() -> None:
+    assert "add" in TunWriter.__slots__
+    writer = TunWriter(-1, PathCounters())
+    assert writer.add.__self__ is writer._pending  # type: ignore[attr-defined]
+
+
+def test_memoryviews_are_written_as_bytes_are(tun: Tun) -> None:
+    packets = [*flow(30), *flow(3, v6=True), *flow(2, size=999)]
+    expected = tun.write(packets)
+    assert tun.write([memoryview(p) for p in packets]) == expected
+    assert _shape(expected) == [30, 3, 2]
+
+
+def test_an_exception_in_flush_leaves_nothing_pending(
+    tun: Tun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int, buffers: Any) -> int:
+        raise RuntimeError("not an OSError")
+
+    with monkeypatch.context() as m:
+        m.setattr("os.writev", broken)
+        for p in flow(3):
+            tun.writer.add(p)
+        with pytest.raises(RuntimeError):
+            tun.writer.flush()
+    segments = flow(2, seq=9000)
+    frames = tun.write(segments)  # only what was added since
+    assert _shape(frames) == [2] and _unrolled(frames) == segments

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -58,3 +61,13 @@ def test_checksum_of_a_known_header() -> None:
     data = bytes.fromhex("0001f203f4f5f6f7")
     assert fold(sum16(data)) == 0xDDF2
     assert checksum(sum16(data)) == 0xFFFF - 0xDDF2
+
+
+@pytest.mark.parametrize("part", [2, 4, 6, 1000, 1348, 1350])
+def test_sums_array_is_sum16_modulo_0xffff(part: int) -> None:
+    from esp.csum import sums_array
+
+    for data in (os.urandom(part * 9), b"\xff" * part * 3, bytes(part * 2)):
+        want = [sum16(data[k : k + part]) % 0xFFFF for k in range(0, len(data), part)]
+        assert sums_array(data, part).tolist() == want
+        assert sums_array(memoryview(data), part).tolist() == want
