@@ -590,7 +590,7 @@ class DataPath:
                         sadb.unknown_spi += 1
                         continue
                     try:
-                        inner = sa.opener(data)[1]
+                        inner = sa.opener(data)
                     except EspDrop:
                         continue  # counted by the SA
                     deliver(inner)

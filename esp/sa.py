@@ -51,6 +51,7 @@ SOFT_FRACTION = 0.9  # needs_rekey once this share of the sequence space is used
 _LOW = 0xFFFFFFFF
 _HDR = struct.Struct("!II")  # SPI, seq low
 _HDR_IV = struct.Struct("!IIQ")  # SPI, seq low, AEAD IV (the whole sequence number)
+_NONCE = struct.Struct("!4sQ")  # AEAD nonce: salt, IV
 _AAD_ESN = struct.Struct("!III")  # SPI, seq high, seq low
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -261,28 +262,31 @@ def _aead_sealer(params: EspParams, iv_source: IvSource | None) -> SealFn:
 def _aead_run_sealer(params: EspParams) -> SealRunFn:
     encrypt = _aead_for(params).encrypt
     spi, esn, salt = params.spi, params.esn, params.encr_key[-SALT_LEN:]
-    pack_hdr_iv, pack_aad, trailers, join = _HDR_IV.pack, _AAD_ESN.pack, _TRAILERS, b"".join
+    pack_hdr_iv, pack_nonce, pack_aad = _HDR_IV.pack, _NONCE.pack, _AAD_ESN.pack
+    trailers, join = _TRAILERS, b"".join
 
     def seal_run(seq: int, segments: Segments, next_header: int, out: list[bytes]) -> None:
         if next_header & ~0xFF:
             raise _bad_next_header(next_header)
         headers, payload, size = segments.headers, segments.payload, segments.size
         hdr_len = len(headers[0])
-        full = trailers[(-(hdr_len + size + 2) & 3) << 8 | next_header]
-        last = len(headers) - 1
         append = out.append
+        last = len(headers) - 1
+        # All segments but the last carry size bytes: one trailer for all of them.
+        full = trailers[(-(hdr_len + size + 2) & 3) << 8 | next_header]
+        tail = payload[last * size :]
+        pad = trailers[(-(hdr_len + len(tail) + 2) & 3) << 8 | next_header]
+        off = 0
         for i, hdr in enumerate(headers):
-            off = i * size
             if i < last:
                 inner = join((hdr, payload[off : off + size], full))
+                off += size
             else:
-                piece = payload[off:]
-                pad = trailers[(-(hdr_len + len(piece) + 2) & 3) << 8 | next_header]
-                inner = join((hdr, piece, pad))
+                inner = join((hdr, tail, pad))
             hdr_iv = pack_hdr_iv(spi, seq & _LOW, seq)
             aad = pack_aad(spi, seq >> 32, seq & _LOW) if esn else hdr_iv[:8]
             append(hdr_iv)
-            append(encrypt(salt + hdr_iv[8:], inner, aad))
+            append(encrypt(pack_nonce(salt, seq), inner, aad))
             seq += 1
 
     return seal_run
@@ -473,41 +477,81 @@ class OutboundSa:
         return count
 
 
-OpenFn = Callable[[Packet], tuple[int, bytes]]
+OpenFn = Callable[[Packet], bytes]  # ESP packet -> inner packet, or EspDrop
 
 
-def _aead_opener(sa: InboundSa, params: EspParams) -> OpenFn:
-    """InboundSa.open for an AEAD SA as one closure over locals: the same checks in the
-    same order, without the per-packet method calls (what the packet loop calls)."""
-    decrypt = _aead_for(params).decrypt
+def _opener(sa: InboundSa) -> OpenFn:
+    """InboundSa.open as one closure over locals (what the packet loop calls per packet):
+    no method calls but the cipher's, the replay window's and the selectors'.
+
+    Order: length, replay check, ICV (before any byte is used), window update, padding,
+    next header and inner length, selectors."""
+    params = sa.params
+    aead = params.is_aead
+    decrypt = _aead_for(params).decrypt if aead else None
+    decrypt_cbc = sa.decrypt  # CBC + HMAC: returns None for a bad ICV
     spi_, esn, salt = params.spi, params.esn, params.encr_key[-SALT_LEN:]
-    min_len = sa._min_len
-    unpack_hdr, pack_aad = _HDR.unpack_from, _AAD_ESN.pack
+    min_len, icv_len, ct_mask = sa._min_len, params.icv_len, sa._ct_mask
+    unpack_hdr, pack_aad, unpack16 = _HDR.unpack_from, _AAD_ESN.pack, _U16.unpack_from
     replay = sa.replay
     check, update, infer_high = replay.check, replay.update, replay.infer_high
-    drop, inner_of = sa._drop, sa._inner_of
+    drop, pads, selectors = sa._drop, _PADS, sa.selectors
+    allows = selectors.allows_packet if selectors is not None else None
 
-    def open_packet(packet: Packet) -> tuple[int, bytes]:
-        if len(packet) < min_len:
+    def open_packet(packet: Packet) -> bytes:
+        n = len(packet)
+        if n < min_len or (n - ESP_HEADER_LEN - icv_len) & ct_mask:
             raise drop(DropReason.MALFORMED)
         spi, seq = unpack_hdr(packet)
         if spi != spi_:
             raise drop(DropReason.UNKNOWN_SPI)
-        aad: Packet
         if esn:
             seq = infer_high(seq)
-            aad = pack_aad(spi, seq >> 32, seq & _LOW)
-        else:
-            aad = packet[:ESP_HEADER_LEN]
         # Ahead of the window (the common, in-order case) needs no bitmap probe.
         if (seq <= replay.top or esn) and not check(seq):
             raise drop(DropReason.REPLAY)
-        try:
-            plain = decrypt(salt + packet[8:16], packet[16:], aad)
-        except InvalidTag:
-            raise drop(DropReason.BAD_ICV) from None
+        if decrypt is not None:
+            aad = pack_aad(spi, seq >> 32, seq & _LOW) if esn else packet[:ESP_HEADER_LEN]
+            try:
+                plain = decrypt(salt + packet[8:16], packet[16:], aad)
+            except InvalidTag:
+                raise drop(DropReason.BAD_ICV) from None
+        else:
+            cbc_plain = decrypt_cbc(packet, seq)
+            if cbc_plain is None:
+                raise drop(DropReason.BAD_ICV)
+            plain = cbc_plain
         update(seq)  # authentic from here on, whatever it carries
-        return inner_of(plain)
+
+        m = len(plain)
+        padlen = plain[m - 2]
+        next_header = plain[m - 1]
+        end = m - 2 - padlen
+        if end < 0 or not plain.startswith(pads[padlen], end):
+            raise drop(DropReason.PADDING)
+        # Tunnel mode: the inner header gives the true length; past it is TFC padding.
+        if next_header == NH_IPV4:
+            if end < 20 or plain[0] >> 4 != 4:
+                raise drop(DropReason.MALFORMED)
+            length = unpack16(plain, 2)[0]
+            if length < 20:
+                raise drop(DropReason.MALFORMED)
+        elif next_header == NH_IPV6:
+            if end < 40 or plain[0] >> 4 != 6:
+                raise drop(DropReason.MALFORMED)
+            length = 40 + unpack16(plain, 4)[0]
+        elif next_header == NH_NONE:
+            raise drop(DropReason.DUMMY)
+        else:
+            raise drop(DropReason.MALFORMED)
+        if length > end:
+            raise drop(DropReason.MALFORMED)
+        inner = plain[:length]
+        if allows is not None and not allows(inner):
+            raise drop(DropReason.SELECTOR)
+        sa.packets += 1
+        sa.bytes += length
+        return inner
 
     return open_packet
 
@@ -557,10 +601,7 @@ class InboundSa:
             self._min_len = ESP_HEADER_LEN + params.iv_len + params.align + params.icv_len
             self._ct_mask = params.align - 1
             self.decrypt = _cbc_decrypter(params)
-        # open() with the fewest Python calls for AEAD: what the packet loop calls.
-        self.opener: OpenFn = (
-            _aead_opener(self, params) if params.is_aead else self._open_with_decrypt
-        )
+        self.opener: OpenFn = _opener(self)  # open() without the tuple: the packet loop's
 
     @property
     def needs_rekey(self) -> bool:
@@ -578,57 +619,5 @@ class InboundSa:
         Order: length, replay check, ICV (before any byte is used), window update,
         padding, next header and inner length, selectors.
         """
-        return self.opener(packet)
-
-    def _open_with_decrypt(self, packet: Packet) -> tuple[int, bytes]:
-        """open() through self.decrypt (CBC + HMAC)."""
-        n = len(packet)
-        if n < self._min_len or (n - ESP_HEADER_LEN - self._icv_len) & self._ct_mask:
-            raise self._drop(DropReason.MALFORMED)
-        spi, seq = _HDR.unpack_from(packet)
-        if spi != self.spi:
-            raise self._drop(DropReason.UNKNOWN_SPI)
-        replay = self.replay
-        if self._esn:
-            seq = replay.infer_high(seq)
-        if not replay.check(seq):
-            raise self._drop(DropReason.REPLAY)
-        plain = self.decrypt(packet, seq)
-        if plain is None:
-            raise self._drop(DropReason.BAD_ICV)
-        replay.update(seq)  # authentic from here on, whatever it carries
-        return self._inner_of(plain)
-
-    def _inner_of(self, plain: bytes) -> tuple[int, bytes]:
-        """(next header, inner packet) of an authentic decrypted payload: padding, next
-        header, inner length and selectors checked, counters updated; else EspDrop."""
-        m = len(plain)
-        padlen = plain[m - 2]
-        next_header = plain[m - 1]
-        end = m - 2 - padlen
-        if end < 0 or not plain.startswith(_PADS[padlen], end):
-            raise self._drop(DropReason.PADDING)
-        # Tunnel mode: the inner header gives the true length; past it is TFC padding.
-        if next_header == NH_IPV4:
-            if end < 20 or plain[0] >> 4 != 4:
-                raise self._drop(DropReason.MALFORMED)
-            length = _U16.unpack_from(plain, 2)[0]
-            if length < 20:
-                raise self._drop(DropReason.MALFORMED)
-        elif next_header == NH_IPV6:
-            if end < 40 or plain[0] >> 4 != 6:
-                raise self._drop(DropReason.MALFORMED)
-            length = 40 + _U16.unpack_from(plain, 4)[0]
-        elif next_header == NH_NONE:
-            raise self._drop(DropReason.DUMMY)
-        else:
-            raise self._drop(DropReason.MALFORMED)
-        if length > end:
-            raise self._drop(DropReason.MALFORMED)
-        inner = plain[:length]
-        sel = self.selectors
-        if sel is not None and not sel.allows_packet(inner):
-            raise self._drop(DropReason.SELECTOR)
-        self.packets += 1
-        self.bytes += length
-        return next_header, inner
+        inner = self.opener(packet)
+        return (NH_IPV4 if inner[0] >> 4 == 4 else NH_IPV6), inner  # checked to agree

@@ -207,6 +207,7 @@ class SelectorSet:
             return False
         first = packet[0]
         version = first >> 4
+        key = None
         if version == 4:
             if self._all4:
                 return True
@@ -215,17 +216,16 @@ class SelectorSet:
             if first == 0x45 and n >= 24 and not (packet[6] & 0x1F or packet[7]):
                 proto = packet[9]
                 if proto in _PORT_PROTOS:
-                    return self._memoised(bytes(packet[12:24]), proto, packet)
+                    key = bytes(packet[12:24])
         elif version == 6:
             if self._all6:
                 return True
             proto = packet[6]
             if n >= 44 and proto in _PORT_PROTOS:  # no extension headers
-                return self._memoised(bytes(packet[8:44]), proto, packet)
-        fields = inner_addresses(packet)
-        return fields is not None and self.allows(*fields)
-
-    def _memoised(self, key: bytes, proto: int, packet: bytes | bytearray | memoryview) -> bool:
+                key = bytes(packet[8:44])
+        if key is None:
+            fields = inner_addresses(packet)
+            return fields is not None and self.allows(*fields)
         memo = self._memo
         hit = memo.get(key)
         if hit is not None and hit[0] == proto:
