@@ -9,7 +9,7 @@ that fails, shows "failed: reason" in its cells; the run goes on. Every process 
 namespace is removed at the end, also on Ctrl-C, SIGTERM or an error.
 
 Environment: ``BENCH_SECONDS`` (each TCP run; default 10), ``BENCH_PAIRS`` (a comma list
-of bare, gatewayd, gatewayd_udp, strongswan, wireguard_go; default all),
+of bare, gatewayd, gatewayd_esp, strongswan, wireguard_go; default all),
 ``BENCH_UDP_STEPS`` (runs of the UDP rate search; default 7).
 """
 
@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 
 from bench import dp_report, kstats
-from bench.gatewayd_pair import GatewaydPair, GatewaydUdpPair
+from bench.gatewayd_pair import GatewaydEspPair, GatewaydPair
 from bench.pairs import BarePair, Pair
 from bench.section import Report
 from bench.strongswan_pair import StrongSwanPair
@@ -36,7 +36,7 @@ from tests.lab.gatewayd import prepare_gateway_host
 from tests.lab.topology import Topology
 
 PAIRS: dict[str, type[Pair]] = {
-    p.key: p for p in (BarePair, GatewaydPair, GatewaydUdpPair, StrongSwanPair, WireguardPair)
+    p.key: p for p in (BarePair, GatewaydPair, GatewaydEspPair, StrongSwanPair, WireguardPair)
 }
 
 

@@ -13,8 +13,8 @@ from bench.workloads import WORKLOADS, Run, Settings
 RATIOS = [
     ("gatewayd", "strongswan"),
     ("gatewayd", "wireguard_go"),
-    ("gatewayd_udp", "strongswan"),
-    ("gatewayd_udp", "wireguard_go"),
+    ("gatewayd_esp", "strongswan"),
+    ("gatewayd_esp", "wireguard_go"),
 ]
 CELL_MAX = 44  # a longer note ("failed: ...") is cut here; the whole text is in details
 

@@ -12,7 +12,9 @@ from tests.lab.topology import Topology
 
 
 class GatewaydPair(Pair):
-    """Two gatewayd in VNet-to-VNet mode on built-in defaults (aes256gcm16, plain ESP)."""
+    """Two gatewayd in VNet-to-VNet mode on built-in defaults: aes256gcm16, and ESP in UDP
+    4500 (``encapsulation = "auto"`` between two gatewayd), as strongSwan's
+    kernel-libipsec and wireguard-go always send it."""
 
     key, label = "gatewayd", "gatewayd"
     ERRORS = ("send_errors", "tun_errors", "recv_errors", "unexpected", "seq_exhausted")
@@ -76,12 +78,12 @@ class GatewaydPair(Pair):
             gw.stop(timeout=10)
 
 
-class GatewaydUdpPair(GatewaydPair):
-    """The same pair with ``encapsulation = "udp"``: ESP in UDP 4500 as strongSwan's
-    kernel-libipsec and wireguard-go always send it, so UDP GSO/GRO apply too."""
+class GatewaydEspPair(GatewaydPair):
+    """The same pair with ``encapsulation = "esp"``: plain ESP (IP protocol 50), which a
+    raw socket carries one packet per kernel pass (no GSO/GRO for it)."""
 
-    key, label = "gatewayd_udp", "gatewayd-udp"
-    SITE_EXTRA = {"encapsulation": "udp"}
+    key, label = "gatewayd_esp", "gatewayd-esp"
+    SITE_EXTRA = {"encapsulation": "esp"}
 
 
 def _log_problems(events: list[dict[str, Any]]) -> dict[str, int]:

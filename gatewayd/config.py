@@ -386,7 +386,9 @@ class Site(BaseModel):
     dpd_interval: Annotated[int, Strict(), Field(ge=1)] | None = None
     replay_window: ReplayWindow | None = None
     fragment_size: FragmentSize | None = None
-    encapsulation: Literal["auto", "udp"] = "auto"
+    # "auto": ESP in UDP with a gatewayd peer (Vendor ID) or through a NAT, else plain
+    # ESP; "udp": always ESP in UDP; "esp": plain ESP unless a NAT is detected.
+    encapsulation: Literal["auto", "udp", "esp"] = "auto"
 
     @property
     def any_address(self) -> bool:

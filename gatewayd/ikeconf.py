@@ -92,6 +92,7 @@ def session_config(config: Config, site: Site, creds: Credentials) -> SessionCon
         fragment_size=site.fragment_size or gw.fragment_size,
         nat_t_port=gw.nat_t_port,
         force_udp_encap=site.encapsulation == "udp",
+        udp_encap_with_gatewayd=site.encapsulation == "auto",
     )
 
 

@@ -56,6 +56,10 @@ class SessionConfig:
     fragment_size: int = 1280  # fragment our protected messages above this (RFC 7383)
     nat_t_port: int = 4500
     force_udp_encap: bool = False  # carry ESP in UDP even without a NAT (fake NAT-D)
+    # Announce GATEWAYD_VENDOR_ID in IKE_SA_INIT and, as responder, carry ESP in UDP
+    # (fake NAT-D) when the initiator announced it too: between two gatewayd, ESP in UDP
+    # is the fast path (UDP GSO/GRO); every other peer sees an unknown Vendor ID only.
+    udp_encap_with_gatewayd: bool = False
     initial_contact: bool = True
     # MOBIKE (RFC 4555): offer MOBIKE_SUPPORTED and follow UPDATE_SA_ADDRESSES (roaming).
     mobike: bool = True

@@ -29,6 +29,7 @@ from ike.payloads import (
     Payload,
     Proposal,
     SaPayload,
+    VendorPayload,
 )
 from ike.session import events as ev
 from ike.session.session import NONCE_LEN, Datagram, State, Task, error_notify
@@ -93,7 +94,7 @@ def detect_nat(
         s.nat_remote = nat_hash(spi_i, spi_r, peer) not in src
     if dst:
         s.nat_local = nat_hash(spi_i, spi_r, s.local_addr) not in dst
-    if s.config.force_udp_encap:
+    if s.force_udp_encap:
         s.nat_local = True
 
 
@@ -103,9 +104,25 @@ def our_nat_notifies(
     """NAT detection notifies; with force_udp_encap the source hash is random, so both
     sides see a NAT in front of us and carry ESP in UDP (RFC 7296 §2.23 allows this)."""
     notes = nat_notifies(spi_i, spi_r, src, dst)
-    if s.config.force_udp_encap:
+    if s.force_udp_encap:
         notes[0] = NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, s.rng(20))
     return notes
+
+
+# Our Vendor ID: "gatewayd, and ESP in UDP preferred" (see SessionConfig).
+GATEWAYD_VENDOR_ID = hashlib.sha256(b"gatewayd: ESP in UDP preferred").digest()[:16]
+
+
+def vendor_ids(s: IkeSession) -> list[Payload]:
+    return [VendorPayload(GATEWAYD_VENDOR_ID)] if s.config.udp_encap_with_gatewayd else []
+
+
+def agree_udp_encap(s: IkeSession, msg: Message) -> None:
+    """Responder: a gatewayd initiator that prefers ESP in UDP gets it, when we do too."""
+    if s.config.udp_encap_with_gatewayd and any(
+        isinstance(p, VendorPayload) and p.vid == GATEWAYD_VENDOR_ID for p in msg.payloads
+    ):
+        s.udp_encap_agreed = True
 
 
 def capability_notifies(s: IkeSession) -> list[Payload]:
@@ -189,6 +206,7 @@ class InitTask(Task):
             NoncePayload(st.nonce),
             *our_nat_notifies(s, sa.spi_i, ZERO_SPI, s.local_addr, s.remote_addr),
             *capability_notifies(s),
+            *vendor_ids(s),
         ]
         sa.next_request_id = 0
         st.request = encode(
@@ -377,6 +395,7 @@ def respond_init(
     s.sa = sa
     s.state = State.CONNECTING
     install_ike_keys(s, sa, chosen, shared, we_initiated=False)
+    agree_udp_encap(s, msg)
     detect_nat(s, msg, sa.spi_i, ZERO_SPI, addr)
     note_capabilities(s, msg)
     payloads: list[Payload] = [
@@ -388,6 +407,7 @@ def respond_init(
         # We accept an IKE_AUTH without a Child SA; strongSwan's childless=force needs this.
         NotifyPayload(NotifyType.CHILDLESS_IKEV2_SUPPORTED),  # RFC 6023 §3
         *certreq_payloads(s),
+        *vendor_ids(s),
     ]
     raw = _answer(s, hdr, payloads, sa.spi_r)
     s.init = InitState(nonce=sa.nr, request=data, response=raw)

@@ -114,11 +114,11 @@ def _redetect_nat(s: IkeSession, sa: IkeSa, msg: Message, peer: Address) -> bool
     if not src and not dst:
         # No NAT traversal on this SA: ESP goes unencapsulated (unless forced).
         s.nat_remote = False
-        s.nat_local = s.config.force_udp_encap
+        s.nat_local = s.force_udp_encap
         return False
     s.nat_remote = bool(src) and nat_hash(sa.spi_i, sa.spi_r, peer) not in src
     s.nat_local = bool(dst) and nat_hash(sa.spi_i, sa.spi_r, current_local(s)) not in dst
-    if s.config.force_udp_encap:
+    if s.force_udp_encap:
         s.nat_local = True
     return True
 

@@ -149,6 +149,8 @@ class IkeSession:
         self.drops: Counter[str] = Counter()
         self.nat_local = False
         self.nat_remote = False
+        # ESP in UDP agreed with a gatewayd peer in IKE_SA_INIT (init.py).
+        self.udp_encap_agreed = False
         self.peer_fragmentation = False
         self.peer_hash_algorithms: set[int] | None = None
         self.peer_certreq = b""
@@ -536,6 +538,11 @@ class IkeSession:
     def send_raw(self, datagrams: list[bytes], remote: Address) -> None:
         port = self.config.nat_t_port if self.use_nat_t_port else self.local_addr[1]
         self.outbox.extend(Datagram(d, port, remote) for d in datagrams)
+
+    @property
+    def force_udp_encap(self) -> bool:
+        """ESP in UDP even without a NAT (we fake NAT-D): configured, or agreed."""
+        return self.config.force_udp_encap or self.udp_encap_agreed
 
     @property
     def use_nat_t_port(self) -> bool:

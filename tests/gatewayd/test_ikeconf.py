@@ -217,9 +217,15 @@ def test_lifetimes_dpd_and_encapsulation_mapping() -> None:
     assert sc.rekey_margin == REKEY_MARGIN == 0.1
     assert sc.dpd_interval == 10.0  # a third of dpd_timeout when not set
     assert sc.retransmit.give_up == 30.0  # the peer is dead after dpd_timeout
-    assert sc.force_udp_encap is True
+    assert sc.force_udp_encap is True and sc.udp_encap_with_gatewayd is False
     assert sc.nat_t_port == 14500
     assert sc.fragment_size == 1200
+
+
+def test_encapsulation_esp_is_plain_esp_unless_a_nat() -> None:
+    cfg = config(site_extra='encapsulation = "esp"')
+    sc = session_config(cfg, cfg.sites[0], Credentials())
+    assert sc.force_udp_encap is False and sc.udp_encap_with_gatewayd is False
 
 
 def test_defaults_and_explicit_dpd_interval() -> None:
@@ -229,7 +235,8 @@ def test_defaults_and_explicit_dpd_interval() -> None:
     assert sc.retransmit.give_up == 45.0  # dpd_timeout's default
     assert (sc.ike_lifetime, sc.child_lifetime) == (28800.0, 27000.0)
     assert sc.child_lifetime_bytes == 102400000 * 1024
-    assert sc.force_udp_encap is False  # "auto": only when a NAT is detected
+    # "auto": ESP in UDP when a NAT is detected or the peer is gatewayd (Vendor ID)
+    assert sc.force_udp_encap is False and sc.udp_encap_with_gatewayd is True
     assert sc.fragment_size == 1400  # inherited from [gateway]
     assert sc.nat_t_port == 4500
     assert sc.name == "branch"

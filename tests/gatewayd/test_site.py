@@ -419,7 +419,7 @@ def opens(receiver: Gw, sa: OutboundSa, src: str, dst: str) -> DropReason | None
 
 @in_loop
 def test_child_sa_up_installs_both_directions_routes_and_kernel_routes(world: World) -> None:
-    a, b = established(world)
+    a, b = established(world, config_a(encapsulation="esp"))
     for gw, key, remote, peer_net in ((a, KEY_A, ADDR_B, NET_B), (b, KEY_B, ADDR_A, NET_A)):
         (rec,) = gw.site.records.values()
         assert rec.key == key
@@ -456,6 +456,26 @@ def test_forced_udp_encapsulation_sends_from_the_nat_t_socket(world: World) -> N
     assert rec.outbound.transport == Transport(a.endpoints.nat_t, (ADDR_B, 4500), udp=True)
     child = a.site.status(world.now)["child_sas"][0]
     assert (child["encap"], child["remote"]) == ("udp", f"{ADDR_B}:4500")
+    assert a_to_b(a, b) and b_to_a(a, b)
+
+
+@in_loop
+@pytest.mark.parametrize(
+    ("enc_a", "enc_b", "udp"),
+    [("auto", "auto", True), ("auto", "esp", False), ("esp", "auto", False)],
+)
+def test_two_gatewayd_agree_on_esp_in_udp(world: World, enc_a: str, enc_b: str, udp: bool) -> None:
+    """encapsulation = "auto" on both: the Vendor ID makes the responder fake NAT-D, so
+    both carry ESP in UDP from the NAT-T socket; "esp" on either side keeps plain ESP."""
+    a, b = established(world, config_a(encapsulation=enc_a), config_b(encapsulation=enc_b))
+    for gw, peer in ((a, ADDR_B), (b, ADDR_A)):
+        (rec,) = gw.site.records.values()
+        if udp:
+            want = Transport(gw.endpoints.nat_t, (peer, 4500), udp=True)
+        else:
+            want = Transport(gw.endpoints.esp, (peer, 0), udp=False)
+        assert rec.outbound.transport == want
+        assert gw.site.status(world.now)["child_sas"][0]["encap"] == ("udp" if udp else "esp")
     assert a_to_b(a, b) and b_to_a(a, b)
 
 
@@ -802,7 +822,7 @@ HEX = re.compile(r"^[0-9a-f]+$")
 
 @in_loop
 def test_status_fields(world: World, clock: Clock) -> None:
-    a, b = make_pair(world)
+    a, b = make_pair(world, config_a(encapsulation="esp"))
     assert a.site.status(world.now)["state"] == "down"
     world.hold = lambda p: True
     a.site.start()

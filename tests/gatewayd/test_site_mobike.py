@@ -64,7 +64,7 @@ def roam(world: World, a: RoamingGw, local: str, seen_as: tuple[str, int | None]
 
 
 def setup(world: World) -> tuple[RoamingGw, Gw]:
-    a = RoamingGw(world, config_a())
+    a = RoamingGw(world, config_a(encapsulation="esp"))  # plain ESP until a NAT shows
     b = Gw(world, config_b())
     a.site.start()
     world.pump()

@@ -25,6 +25,6 @@ def test_status_shows_the_nat_t_port_once_the_ike_sa_floated(world: World) -> No
 
 @in_loop
 def test_status_keeps_the_ike_port_without_a_nat(world: World) -> None:
-    a, _ = established(world)
+    a, _ = established(world, config_a(encapsulation="esp"))
     ike_a = a.site.status(world.now)["ike_sa"]
     assert (ike_a["local"], ike_a["remote"]) == (f"{ADDR_A}:500", f"{ADDR_B}:500")

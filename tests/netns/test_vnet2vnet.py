@@ -4,8 +4,8 @@
 
 The WAN router has no route to either LAN, so every LAN-to-LAN packet that arrives went
 through the tunnel. Most tests share one running pair (module fixture ``pair``) and first
-make sure it is up; tests that break a pair (SIGTERM, wrong PSK, UDP encapsulation) build
-their own. Both daemons' log tails are attached to any failure.
+make sure it is up; tests that break a pair (SIGTERM, wrong PSK, plain ESP) build their
+own. Both daemons' log tails are attached to any failure.
 """
 
 from __future__ import annotations
@@ -141,18 +141,21 @@ def test_status_counters_match_the_traffic_sent(up: VnetPair) -> None:
             assert dp[key] - dp_old[key] >= n, f"{gw.name}: datapath {key} {dp_old} -> {dp}"
 
 
-def test_plain_esp_without_nat(up: VnetPair, tmp_path: Path) -> None:
-    """encapsulation "auto" and no NAT: ESP as IP protocol 50, no ESP-in-UDP on 4500."""
+def test_two_gatewayd_carry_esp_in_udp_by_default(up: VnetPair, tmp_path: Path) -> None:
+    """encapsulation "auto" on both and no NAT: they recognise each other's Vendor ID and
+    carry ESP in UDP 4500 (UDP GSO/GRO), no plain ESP."""
     require_tools("tcpdump")
     a, b = up.a, up.b
-    pcap = tmp_path / "esp.pcap"
+    pcap = tmp_path / "udp.pcap"
     with Capture(a.gw, a.gw_wan_if, pcap, "esp or udp port 4500"):
         assert ping(a.lan, b.lan_host_v4, count=10, interval=0.05).loss == 0
-    kinds = [p.kind for p in read_ipsec(pcap)]
-    assert kinds.count("esp") >= 20, kinds
-    assert kinds.count("esp-udp") == 0, kinds
+    packets = read_ipsec(pcap)
+    kinds = [p.kind for p in packets]
+    assert kinds.count("esp-udp") >= 20, kinds
+    assert kinds.count("esp") == 0, kinds
+    assert all(p.sport == 4500 and p.dport == 4500 for p in packets if p.kind == "esp-udp")
     for gw, site in ((up.gw["a"], "b"), (up.gw["b"], "a")):
-        assert _child(gw, site)["encap"] == "esp"
+        assert _child(gw, site)["encap"] == "udp"
 
 
 # -- control ------------------------------------------------------------------------------
@@ -338,23 +341,21 @@ def test_wrong_psk_is_an_authentication_failure(lab: Lab) -> None:
     assert ping(topo["a"].lan, topo["b"].lan_host_v4, count=2, wait=0.5).received == 0
 
 
-def test_udp_encapsulation_forced(lab: Lab, tmp_path: Path) -> None:
-    """encapsulation = "udp": ESP in UDP on 4500 although there is no NAT."""
+def test_plain_esp_when_asked(lab: Lab, tmp_path: Path) -> None:
+    """encapsulation = "esp" and no NAT: ESP as IP protocol 50, no ESP in UDP on 4500."""
     require_tools("tcpdump")
     pair = start_vnet_pair(
-        lab.gatewayd, lab.site_to_site(ipv6=False), site_extra={"encapsulation": "udp"}
+        lab.gatewayd, lab.site_to_site(ipv6=False), site_extra={"encapsulation": "esp"}
     )
     a, b = pair.a, pair.b
-    pcap = tmp_path / "udp.pcap"
+    pcap = tmp_path / "esp.pcap"
     with Capture(a.gw, a.gw_wan_if, pcap, "esp or udp port 4500"):
         assert ping(a.lan, b.lan_host_v4, count=10, interval=0.05).loss == 0
-    packets = read_ipsec(pcap)
-    kinds = [p.kind for p in packets]
-    assert kinds.count("esp-udp") >= 20, kinds
-    assert kinds.count("esp") == 0, kinds
-    assert all(p.sport == 4500 and p.dport == 4500 for p in packets if p.kind == "esp-udp")
+    kinds = [p.kind for p in read_ipsec(pcap)]
+    assert kinds.count("esp") >= 20, kinds
+    assert kinds.count("esp-udp") == 0, kinds
     for gw, site in ((pair.gw["a"], "b"), (pair.gw["b"], "a")):
-        assert _child(gw, site)["encap"] == "udp"
+        assert _child(gw, site)["encap"] == "esp"
 
 
 # -- the fast path: on by default, and forced off ----------------------------------------
@@ -369,7 +370,7 @@ FAST_PATH_COUNTERS = (
 )
 
 
-@pytest.mark.parametrize("encapsulation", ["auto", "udp"], ids=["esp", "esp-in-udp"])
+@pytest.mark.parametrize("encapsulation", ["esp", "auto"], ids=["esp", "esp-in-udp"])
 @pytest.mark.parametrize("offload", [True, False], ids=["fast-path", "forced-off"])
 def test_tcp_both_ways_and_every_packet_size_with_fast_path_on_and_off(
     lab: Lab, offload: bool, encapsulation: str
@@ -400,7 +401,7 @@ def test_tcp_both_ways_and_every_packet_size_with_fast_path_on_and_off(
             # Each side sent bulk TCP once (read as super-packets) and received it once.
             assert path["tso_frames"] > 0 and path["tun_super_packets"] > 0, (name, path)
             assert path["tun_bad_csum"] == 0, (name, path)
-            if encapsulation == "udp":
+            if encapsulation == "auto":  # ESP in UDP between two gatewayd
                 assert path["gso_sends"] > 0 and path["gro_batches"] > 0, (name, path)
             else:
                 assert path["mmsg_sends"] > 0 and path["mmsg_batches"] > 0, (name, path)
