@@ -55,7 +55,7 @@ _IPPROTO_TCP = 6
 _V4_HDR = struct.Struct("!BBHHHBBH4s4s")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
-_BE16, _BE32 = np.dtype(">u2"), np.dtype(">u4")
+_BE16 = np.dtype(">u2")
 _VECTOR_MIN = 8  # from this many segments numpy's fixed cost per call pays off
 
 
@@ -211,13 +211,15 @@ def _headers_scalar(
 
 
 def _headers_vector(shape: _Shape, data: memoryview, count: int, size: int) -> list[bytes]:
-    """The same headers as _headers_scalar, all segments at once with numpy (a row per
-    segment); size must be even (the payload sums split into 16-bit words)."""
+    """The same headers as _headers_scalar, all segments at once with numpy: a row of
+    big-endian 16-bit words per segment (every field that changes is a whole word, the
+    TCP flags with the data offset); size must be even (the payload sums split into
+    16-bit words)."""
     hdr, t = shape.hdr, shape.tcp_at
-    h = len(hdr)
+    h = len(hdr)  # even: IP and TCP header lengths are multiples of 4
     total = len(data)
     last = count - 1
-    rows = np.tile(np.frombuffer(bytes(hdr), dtype=np.uint8), (count, 1))
+    words = np.tile(np.frombuffer(bytes(hdr), dtype=_BE16), (count, 1))
     k = np.arange(count, dtype=np.int64)
     tcp_len = np.full(count, h - t + size, dtype=np.int64)
     tcp_len[last] = h - t + total - last * size
@@ -225,8 +227,10 @@ def _headers_vector(shape: _Shape, data: memoryview, count: int, size: int) -> l
     flags = np.full(count, shape.flags0 & ~(_FIN | _PSH | _CWR), dtype=np.int64)
     flags[0] = _edge_flags(shape.flags0, 0, last)
     flags[last] = _edge_flags(shape.flags0, last, last)
-    rows[:, t + 13] = flags
-    rows[:, t + 4 : t + 8] = _be_bytes(seq, _BE32)
+    tw = t // 2  # the TCP header's first word
+    words[:, tw + 2] = seq >> 16
+    words[:, tw + 3] = seq & 0xFFFF
+    words[:, tw + 6] = flags | hdr[t + 12] << 8  # data offset byte, then the flags
     sums = np.zeros(count, dtype=np.int64)
     sums[: total // size] = sums_array(data[: total // size * size], size)
     if total % size:
@@ -234,20 +238,15 @@ def _headers_vector(shape: _Shape, data: memoryview, count: int, size: int) -> l
     if shape.v4:
         ip_len = t + tcp_len
         ip_id = (shape.ip_id0 + k) & 0xFFFF
-        rows[:, 2:4] = _be_bytes(ip_len, _BE16)
-        rows[:, 4:6] = _be_bytes(ip_id, _BE16)
-        rows[:, 10:12] = _be_bytes(_checksums(shape.ip_base + ip_len + ip_id), _BE16)
+        words[:, 1] = ip_len
+        words[:, 2] = ip_id
+        words[:, 5] = _checksums(shape.ip_base + ip_len + ip_id)
     else:
-        rows[:, 4:6] = _be_bytes(tcp_len, _BE16)
+        words[:, 2] = tcp_len  # IPv6 payload length
     tcp_sum = shape.tcp_base + tcp_len + (seq >> 16) + (seq & 0xFFFF) + flags + sums
-    rows[:, t + 16 : t + 18] = _be_bytes(_checksums(tcp_sum), _BE16)
-    blob = rows.tobytes()
+    words[:, tw + 8] = _checksums(tcp_sum)
+    blob = words.tobytes()
     return [blob[at : at + h] for at in range(0, count * h, h)]
-
-
-def _be_bytes(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Each value as big-endian bytes: a row of dtype.itemsize uint8 per value."""
-    return values.astype(dtype).view(np.uint8).reshape(len(values), dtype.itemsize)
 
 
 def _checksums(sums: np.ndarray) -> np.ndarray:
