@@ -576,24 +576,24 @@ class DataPath:
     def _open_batch(self, packets: list[Any], addr: Address | None) -> None:
         """Open what one receive call brought and hand the inner packets to the TUN side.
         addr: the UDP sender (port 4500 also carries IKE and keepalives: _udp_datagram),
-        None on the raw ESP socket. Each packet on its own: a failure costs that one."""
+        None on the raw ESP socket. Consecutive packets of one SA are opened by its loop
+        (InboundSa.open_packets); each packet on its own: a failure costs that one."""
         sadb = self.sadb
         table = sadb.inbound_table
         unpack = _U32.unpack_from
-        deliver = self._deliver
-        for data in packets:
+        deliver, note = self._deliver, self._note_unexpected
+        i, n = 0, len(packets)
+        while i < n:
+            data = packets[i]
             try:
                 # SPI 0 is the non-ESP marker (RFC 3948); shorter than 8 is no ESP.
                 if data is not None and len(data) >= 8 and (spi := unpack(data)[0]):
                     sa = table.get(spi)
-                    if sa is None:
-                        sadb.unknown_spi += 1
+                    if sa is not None:
+                        # It takes this packet at least (its SPI); max(): never loop.
+                        i = max(sa.open_packets(packets, i, deliver, note), i + 1)
                         continue
-                    try:
-                        inner = sa.opener(data)
-                    except EspDrop:
-                        continue  # counted by the SA
-                    deliver(inner)
+                    sadb.unknown_spi += 1
                 elif data is None:  # longer than a receive slot (esp.mmsg)
                     sadb.malformed += 1
                 elif addr is None:
@@ -601,7 +601,8 @@ class DataPath:
                 else:
                     self._udp_datagram(data, addr)
             except Exception as exc:
-                self._note_unexpected(exc)
+                note(exc)
+            i += 1
 
     def _drain_udp(self) -> None:
         recv = self.udp_sock.recvfrom

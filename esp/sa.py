@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hmac
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -477,12 +477,20 @@ class OutboundSa:
         return count
 
 
-OpenFn = Callable[[Packet], bytes]  # ESP packet -> inner packet, or EspDrop
+# open_packets(packets, start, deliver, on_error, strict) -> where it stopped; see _opener.
+OpenPacketsFn = Callable[..., int]
 
 
-def _opener(sa: InboundSa) -> OpenFn:
-    """InboundSa.open as one closure over locals (what the packet loop calls per packet):
-    no method calls but the cipher's, the replay window's and the selectors'.
+def _opener(sa: InboundSa) -> OpenPacketsFn:
+    """The opening loop of one SA as a closure over locals: what the packet loop runs over
+    one receive call's packets, and what InboundSa.open runs for one (strict).
+
+    From packets[start] on, while the packets carry this SA's SPI: open each and hand the
+    inner packet to deliver(); a drop is counted on the SA and the next packet follows
+    (strict: the EspDrop is raised instead), another exception goes to on_error. Returns
+    the index of the first packet not taken: None, shorter than the ESP header, or another
+    SPI (strict: raised as a drop). No method calls per packet but the cipher's, the
+    replay window's, the selectors' and deliver.
 
     Order: length, replay check, ICV (before any byte is used), window update, padding,
     next header and inner length, selectors."""
@@ -498,62 +506,91 @@ def _opener(sa: InboundSa) -> OpenFn:
     drop, pads, selectors = sa._drop, _PADS, sa.selectors
     allows = selectors.allows_packet if selectors is not None else None
 
-    def open_packet(packet: Packet) -> bytes:
-        n = len(packet)
-        if n < min_len or (n - ESP_HEADER_LEN - icv_len) & ct_mask:
-            raise drop(DropReason.MALFORMED)
-        spi, seq = unpack_hdr(packet)
-        if spi != spi_:
-            raise drop(DropReason.UNKNOWN_SPI)
-        if esn:
-            seq = infer_high(seq)
-        # Ahead of the window (the common, in-order case) needs no bitmap probe.
-        if (seq <= replay.top or esn) and not check(seq):
-            raise drop(DropReason.REPLAY)
-        if decrypt is not None:
-            aad = pack_aad(spi, seq >> 32, seq & _LOW) if esn else packet[:ESP_HEADER_LEN]
+    def open_packets(
+        packets: Sequence[Packet | None],
+        start: int,
+        deliver: Callable[[bytes], object],
+        on_error: Callable[[Exception], object] | None = None,
+        strict: bool = False,
+    ) -> int:
+        end = len(packets)
+        i = start
+        while i < end:
+            item = packets[i]
+            n = len(item) if item is not None else 0
+            if n < ESP_HEADER_LEN:
+                if strict:
+                    raise drop(DropReason.MALFORMED)
+                return i
+            packet: Packet = item  # type: ignore[assignment]  # not None: n >= 8
+            spi, seq = unpack_hdr(packet)
+            malformed = n < min_len or (n - ESP_HEADER_LEN - icv_len) & ct_mask
+            if spi != spi_:
+                if strict:  # InboundSa.open's order: the length before the SPI
+                    raise drop(DropReason.MALFORMED if malformed else DropReason.UNKNOWN_SPI)
+                return i
+            i += 1
             try:
-                plain = decrypt(salt + packet[8:16], packet[16:], aad)
-            except InvalidTag:
-                raise drop(DropReason.BAD_ICV) from None
-        else:
-            cbc_plain = decrypt_cbc(packet, seq)
-            if cbc_plain is None:
-                raise drop(DropReason.BAD_ICV)
-            plain = cbc_plain
-        update(seq)  # authentic from here on, whatever it carries
+                if malformed:
+                    raise drop(DropReason.MALFORMED)
+                if esn:
+                    seq = infer_high(seq)
+                # Ahead of the window (the common, in-order case) needs no bitmap probe.
+                if (seq <= replay.top or esn) and not check(seq):
+                    raise drop(DropReason.REPLAY)
+                if decrypt is not None:
+                    aad = pack_aad(spi, seq >> 32, seq & _LOW) if esn else packet[:ESP_HEADER_LEN]
+                    try:
+                        plain = decrypt(salt + packet[8:16], packet[16:], aad)
+                    except InvalidTag:
+                        raise drop(DropReason.BAD_ICV) from None
+                else:
+                    cbc_plain = decrypt_cbc(packet, seq)
+                    if cbc_plain is None:
+                        raise drop(DropReason.BAD_ICV)
+                    plain = cbc_plain
+                update(seq)  # authentic from here on, whatever it carries
 
-        m = len(plain)
-        padlen = plain[m - 2]
-        next_header = plain[m - 1]
-        end = m - 2 - padlen
-        if end < 0 or not plain.startswith(pads[padlen], end):
-            raise drop(DropReason.PADDING)
-        # Tunnel mode: the inner header gives the true length; past it is TFC padding.
-        if next_header == NH_IPV4:
-            if end < 20 or plain[0] >> 4 != 4:
-                raise drop(DropReason.MALFORMED)
-            length = unpack16(plain, 2)[0]
-            if length < 20:
-                raise drop(DropReason.MALFORMED)
-        elif next_header == NH_IPV6:
-            if end < 40 or plain[0] >> 4 != 6:
-                raise drop(DropReason.MALFORMED)
-            length = 40 + unpack16(plain, 4)[0]
-        elif next_header == NH_NONE:
-            raise drop(DropReason.DUMMY)
-        else:
-            raise drop(DropReason.MALFORMED)
-        if length > end:
-            raise drop(DropReason.MALFORMED)
-        inner = plain[:length]
-        if allows is not None and not allows(inner):
-            raise drop(DropReason.SELECTOR)
-        sa.packets += 1
-        sa.bytes += length
-        return inner
+                m = len(plain)
+                padlen = plain[m - 2]
+                next_header = plain[m - 1]
+                stop = m - 2 - padlen
+                if stop < 0 or not plain.startswith(pads[padlen], stop):
+                    raise drop(DropReason.PADDING)
+                # Tunnel mode: the inner header gives the true length; past it is TFC
+                # padding.
+                if next_header == NH_IPV4:
+                    if stop < 20 or plain[0] >> 4 != 4:
+                        raise drop(DropReason.MALFORMED)
+                    length = unpack16(plain, 2)[0]
+                    if length < 20:
+                        raise drop(DropReason.MALFORMED)
+                elif next_header == NH_IPV6:
+                    if stop < 40 or plain[0] >> 4 != 6:
+                        raise drop(DropReason.MALFORMED)
+                    length = 40 + unpack16(plain, 4)[0]
+                elif next_header == NH_NONE:
+                    raise drop(DropReason.DUMMY)
+                else:
+                    raise drop(DropReason.MALFORMED)
+                if length > stop:
+                    raise drop(DropReason.MALFORMED)
+                inner = plain[:length]
+                if allows is not None and not allows(inner):
+                    raise drop(DropReason.SELECTOR)
+                sa.packets += 1
+                sa.bytes += length
+                deliver(inner)
+            except EspDrop:
+                if strict:
+                    raise
+            except Exception as exc:  # a bug costs this packet, never the others
+                if strict or on_error is None:
+                    raise
+                on_error(exc)
+        return end
 
-    return open_packet
+    return open_packets
 
 
 class InboundSa:
@@ -568,7 +605,7 @@ class InboundSa:
         "bytes",
         "decrypt",
         "drops",
-        "opener",
+        "open_packets",
         "packets",
         "params",
         "replay",
@@ -601,7 +638,7 @@ class InboundSa:
             self._min_len = ESP_HEADER_LEN + params.iv_len + params.align + params.icv_len
             self._ct_mask = params.align - 1
             self.decrypt = _cbc_decrypter(params)
-        self.opener: OpenFn = _opener(self)  # open() without the tuple: the packet loop's
+        self.open_packets: OpenPacketsFn = _opener(self)  # what the packet loop runs
 
     @property
     def needs_rekey(self) -> bool:
@@ -619,5 +656,7 @@ class InboundSa:
         Order: length, replay check, ICV (before any byte is used), window update,
         padding, next header and inner length, selectors.
         """
-        inner = self.opener(packet)
+        got: list[bytes] = []
+        self.open_packets((packet,), 0, got.append, strict=True)
+        inner = got[0]
         return (NH_IPV4 if inner[0] >> 4 == 4 else NH_IPV6), inner  # checked to agree
