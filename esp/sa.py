@@ -241,8 +241,11 @@ def _given_iv(iv_source: IvSource, seq: int, iv_len: int) -> bytes:
     return iv
 
 
-def _aead_sealer(params: EspParams, iv_source: IvSource | None) -> SealFn:
-    encrypt = _aead_for(params).encrypt
+Aead = AESGCM | ChaCha20Poly1305
+
+
+def _aead_sealer(params: EspParams, iv_source: IvSource | None, cipher: Aead) -> SealFn:
+    encrypt = cipher.encrypt
     spi, esn, salt = params.spi, params.esn, params.encr_key[-SALT_LEN:]
     pack_hdr_iv, pack_aad, trailers = _HDR_IV.pack, _AAD_ESN.pack, _TRAILERS
 
@@ -259,8 +262,8 @@ def _aead_sealer(params: EspParams, iv_source: IvSource | None) -> SealFn:
     return seal_at
 
 
-def _aead_run_sealer(params: EspParams) -> SealRunFn:
-    encrypt = _aead_for(params).encrypt
+def _aead_run_sealer(params: EspParams, cipher: Aead) -> SealRunFn:
+    encrypt = cipher.encrypt
     spi, esn, salt = params.spi, params.esn, params.encr_key[-SALT_LEN:]
     pack_hdr_iv, pack_nonce, pack_aad = _HDR_IV.pack, _NONCE.pack, _AAD_ESN.pack
     trailers, join = _TRAILERS, b"".join
@@ -331,8 +334,8 @@ def _cbc_sealer(params: EspParams, iv_source: IvSource | None) -> SealFn:
     return seal_at
 
 
-def _aead_decrypter(params: EspParams) -> DecryptFn:
-    decrypt = _aead_for(params).decrypt
+def _aead_decrypter(params: EspParams, cipher: Aead) -> DecryptFn:
+    decrypt = cipher.decrypt
     spi, esn, salt = params.spi, params.esn, params.encr_key[-SALT_LEN:]
     pack_aad = _AAD_ESN.pack
 
@@ -372,13 +375,14 @@ class OutboundSa:
     """Sealing side of one SA. Not thread-safe: one sending thread per SA."""
 
     __slots__ = (
+        "_cipher",
+        "_seal_run",
         "_seq",
         "_seq_max",
         "bytes",
         "packets",
         "params",
         "seal_at",
-        "seal_run",
         "selector_drops",
         "selectors",
         "spi",
@@ -411,12 +415,15 @@ class OutboundSa:
         if not 0 <= last_seq <= self._seq_max:
             raise ValueError("last_seq out of range")
         self._seq = last_seq
-        make_sealer = _aead_sealer if params.is_aead else _cbc_sealer
-        self.seal_at: SealFn = make_sealer(params, iv_source)
-        fused = params.is_aead and iv_source is None
-        self.seal_run: SealRunFn = (
-            _aead_run_sealer(params) if fused else _run_by_packets(self.seal_at)
+        # One cipher object per SA: each holds OpenSSL state (a few KiB per site).
+        cipher = _aead_for(params) if params.is_aead and iv_source is None else None
+        self._cipher = cipher
+        self.seal_at: SealFn = (
+            _aead_sealer(params, iv_source, cipher or _aead_for(params))
+            if params.is_aead
+            else _cbc_sealer(params, iv_source)
         )
+        self._seal_run: SealRunFn | None = None  # built at the first super-packet
 
     @property
     def seq(self) -> int:
@@ -470,7 +477,15 @@ class OutboundSa:
                 fits = Segments(headers[:room], segments.payload[: room * size], size)
                 self.seal_segments(fits, next_header, out)
             raise SequenceExhausted(f"SPI {self.spi:#x}: sequence number space used up")
-        self.seal_run(self._seq + 1, segments, next_header, out)
+        seal_run = self._seal_run
+        if seal_run is None:  # lazily: an SA that never sees TSO traffic never pays for it
+            cipher = self._cipher
+            seal_run = self._seal_run = (
+                _aead_run_sealer(self.params, cipher)
+                if cipher is not None
+                else _run_by_packets(self.seal_at)
+            )
+        seal_run(self._seq + 1, segments, next_header, out)
         self._seq += count
         self.packets += count
         self.bytes += len(headers[0]) * count + len(segments.payload)
@@ -495,8 +510,7 @@ def _opener(sa: InboundSa) -> OpenPacketsFn:
     Order: length, replay check, ICV (before any byte is used), window update, padding,
     next header and inner length, selectors."""
     params = sa.params
-    aead = params.is_aead
-    decrypt = _aead_for(params).decrypt if aead else None
+    decrypt = sa._cipher.decrypt if sa._cipher is not None else None
     decrypt_cbc = sa.decrypt  # CBC + HMAC: returns None for a bad ICV
     spi_, esn, salt = params.spi, params.esn, params.encr_key[-SALT_LEN:]
     min_len, icv_len, ct_mask = sa._min_len, params.icv_len, sa._ct_mask
@@ -597,6 +611,8 @@ class InboundSa:
     """Opening side of one SA. Not thread-safe: one receiving thread per SA."""
 
     __slots__ = (
+        "_batch_opener",
+        "_cipher",
         "_ct_mask",
         "_esn",
         "_icv_len",
@@ -605,7 +621,6 @@ class InboundSa:
         "bytes",
         "decrypt",
         "drops",
-        "open_packets",
         "packets",
         "params",
         "replay",
@@ -632,13 +647,15 @@ class InboundSa:
         if params.is_aead:
             self._min_len = ESP_HEADER_LEN + params.iv_len + 2 + params.icv_len
             self._ct_mask = 0  # counter-mode: no length alignment to insist on
-            self.decrypt: DecryptFn = _aead_decrypter(params)
+            self._cipher: Aead | None = _aead_for(params)  # shared with open_packets
+            self.decrypt: DecryptFn = _aead_decrypter(params, self._cipher)
         else:
             # IV, one block, ICV; and whole blocks, or the kept CBC context would desync.
             self._min_len = ESP_HEADER_LEN + params.iv_len + params.align + params.icv_len
             self._ct_mask = params.align - 1
+            self._cipher = None
             self.decrypt = _cbc_decrypter(params)
-        self.open_packets: OpenPacketsFn = _opener(self)  # what the packet loop runs
+        self._batch_opener: OpenPacketsFn | None = None  # built at the first packet
 
     @property
     def needs_rekey(self) -> bool:
@@ -649,6 +666,21 @@ class InboundSa:
     def _drop(self, reason: DropReason) -> EspDrop:
         self.drops[reason] += 1
         return EspDrop(reason)
+
+    def open_packets(
+        self,
+        packets: Sequence[Packet | None],
+        start: int,
+        deliver: Callable[[bytes], object],
+        on_error: Callable[[Exception], object] | None = None,
+        strict: bool = False,
+    ) -> int:
+        """Open packets[start:] while they carry this SA's SPI, handing each inner packet
+        to deliver(); returns where it stopped (see _opener). The packet loop's call."""
+        run = self._batch_opener
+        if run is None:  # lazily: an idle SA keeps no closure (memory per site)
+            run = self._batch_opener = _opener(self)
+        return run(packets, start, deliver, on_error, strict)
 
     def open(self, packet: Packet) -> tuple[int, bytes]:
         """(next header, inner packet) of an ESP packet (SPI through ICV); raises EspDrop.
