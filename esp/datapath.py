@@ -6,7 +6,7 @@ AEAD call and one write; no callbacks, no logging, no locks. A TSO super-packet 
 one read, one route and SA lookup and one selector check for all its segments, which are
 sealed in one loop (OutboundSa.seal_segments) into pairs of buffers that the send calls
 take as iovecs, so no sealed packet is ever joined in Python. A receive call's packets
-are opened in one loop too (_open_batch: SA by SPI, then the SA's AEAD closure).
+are opened in one loop too (_open_batch: SA by SPI, then InboundSa.open_packets).
 
 The control plane changes what the loops see only by publishing new SA tables (esp.sadb)
 and route snapshots (esp.route_table), which the out-loop picks up at the next frame it
@@ -374,9 +374,14 @@ class DataPath:
                     note_unexpected(exc)
 
     def _route_to_sa(
-        self, packet: bytes, lookup: Callable[[bytes, bytes], Any], sa_for: Callable[[Any], Any]
+        self,
+        packet: bytes,
+        lookup: Callable[[bytes, bytes], Any],
+        sa_for: Callable[[Any], Any],
+        packets: int = 1,
     ) -> tuple[OutboundSa, int] | None:
-        """The SA and ESP next header for an IP packet from the TUN (None: counted drop)."""
+        """The SA and ESP next header for an IP packet from the TUN (None: a drop, counted
+        ``packets`` times: the segments of a super-packet count one each)."""
         c = self.counters
         n = len(packet)
         version = packet[0] >> 4 if n else 0
@@ -387,14 +392,14 @@ class DataPath:
             route = lookup(packet[24:40], packet[8:24])
             next_header = NH_IPV6
         else:
-            c.malformed_out += 1
+            c.malformed_out += packets
             return None
         if route is None or route.target is None:
-            c.no_route += 1
+            c.no_route += packets
             return None
         sa = sa_for(route.target)
         if sa is None:
-            c.no_sa += 1
+            c.no_sa += packets
             return None
         return sa, next_header
 
@@ -408,18 +413,19 @@ class DataPath:
         and SA lookup, one selector check) and send them in as few system calls as the
         transport allows."""
         c = self.counters
-        found = self._route_to_sa(segments.headers[0], lookup, sa_for)
+        count = len(segments.headers)
+        found = self._route_to_sa(segments.headers[0], lookup, sa_for, count)
         if found is None:
             return
         sa, next_header = found
         pieces = self._pieces  # reused: two buffers per ESP packet (esp.sa seal_run)
-        try:
-            sa.seal_segments(segments, next_header, pieces)
-        except EspDrop:
-            return  # counted on the SA (selector)
-        except SequenceExhausted:
-            c.seq_exhausted += 1  # what still fitted is in pieces: send it
-        try:
+        try:  # emptied whatever happens: a failed seal must leave nothing to send later
+            try:
+                sa.seal_segments(segments, next_header, pieces)
+            except EspDrop:
+                return  # counted on the SA (selector)
+            except SequenceExhausted:
+                c.seq_exhausted += count - len(pieces) // 2  # send what still fitted
             if pieces:
                 self._send_pieces(sa.transport, pieces)  # type: ignore[arg-type]
         finally:

@@ -288,8 +288,9 @@ def _aead_run_sealer(params: EspParams, cipher: Aead) -> SealRunFn:
                 inner = join((hdr, tail, pad))
             hdr_iv = pack_hdr_iv(spi, seq & _LOW, seq)
             aad = pack_aad(spi, seq >> 32, seq & _LOW) if esn else hdr_iv[:8]
-            append(hdr_iv)
-            append(encrypt(pack_nonce(salt, seq), inner, aad))
+            sealed = encrypt(pack_nonce(salt, seq), inner, aad)
+            append(hdr_iv)  # the pair only once the AEAD call succeeded
+            append(sealed)
             seq += 1
 
     return seal_run
@@ -485,8 +486,11 @@ class OutboundSa:
                 if cipher is not None
                 else _run_by_packets(self.seal_at)
             )
-        seal_run(self._seq + 1, segments, next_header, out)
+        # The sequence numbers are taken before sealing: if sealing fails half-way, what
+        # it used is never used again (a repeated AEAD nonce would break the key).
+        first = self._seq + 1
         self._seq += count
+        seal_run(first, segments, next_header, out)
         self.packets += count
         self.bytes += len(headers[0]) * count + len(segments.payload)
         return count

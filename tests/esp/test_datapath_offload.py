@@ -451,3 +451,42 @@ def test_super_packet_segments_leave_sealed_and_in_order(
         assert c.mmsg_sends >= 1
     if not offloads:
         assert c.gso_sends == c.mmsg_sends == 0
+
+
+def test_a_failed_seal_leaves_nothing_to_send_and_no_route_counts_segments(
+    tun: Any, rig: Rig
+) -> None:
+    """A seal that raises half-way leaves the reused buffer list empty (nothing stale
+    goes out with the next super-packet); drops before sealing count every segment."""
+    from scapy.layers.inet import TCP
+
+    from esp.tso import GSO_TCPV4, segment_headers
+
+    params = make_params("aes256gcm16", spi=SPI_OUT)
+    sa = OutboundSa(params, transport=rig.udp_transport())
+    rig.install_outbound(sa)
+    dp = _paused_datapath(tun, rig, gso=True, gro=True)
+    big = bytes(raw(IP(src="10.1.0.5", dst=SITE_V4) / TCP(sport=1, dport=2) / (b"x" * 5000)))
+    segments = segment_headers(big, GSO_TCPV4, 1000)
+    lookup, sa_for = rig.routes.snapshot.lookup_packed, rig.sadb.outbound_table.get
+    dp._send_segments(segments, lookup, sa_for)  # no route yet
+    assert dp.counters.no_route == 5
+
+    routed(rig, "10.2.0.0/16")
+    lookup = rig.routes.snapshot.lookup_packed
+
+    def failing(seq: int, segs: Any, next_header: int, into: list[bytes]) -> None:
+        into.append(b"stale")
+        raise MemoryError
+
+    sa._seal_run = failing
+    with pytest.raises(MemoryError):
+        dp._send_segments(segments, lookup, sa_for)
+    assert dp._pieces == []
+    sa._seal_run = None
+    dp._send_segments(segments, lookup, sa_for)
+    theirs = scapy_sa("aes256gcm16", params, LOCAL, PEER)
+    for i in range(5):
+        esp = rig.peer_udp.recv(65535)
+        assert int.from_bytes(esp[4:8], "big") == 6 + i  # 1..5 were taken by the failure
+        assert scapy_open(theirs, esp) == segments.packets()[i]

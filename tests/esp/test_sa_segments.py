@@ -82,3 +82,27 @@ def test_sequence_space_ending_inside_a_super_packet() -> None:
     with pytest.raises(SequenceExhausted):
         out.seal_segments(segments, NH_IPV4, pieces)
     assert len(pieces) == 6
+
+
+def test_a_seal_that_fails_half_way_never_reuses_sequence_numbers() -> None:
+    """The numbers are taken before sealing: after a failure (a bug, MemoryError) the next
+    super-packet starts after them, so no AEAD nonce can repeat."""
+    params = make_params("aes256gcm16")
+    out, inbound = OutboundSa(params), InboundSa(params)
+
+    def failing(seq: int, segments: Segments, next_header: int, into: list[bytes]) -> None:
+        into.append(struct.pack("!IIQ", params.spi, seq, seq))  # half a packet, then:
+        raise MemoryError
+
+    out._seal_run = failing
+    pieces: list[bytes] = []
+    with pytest.raises(MemoryError):
+        out.seal_segments(cut(4 * MSS), NH_IPV4, pieces)
+    assert out.seq == 4 and out.packets == 0
+    out._seal_run = None  # built again at the next call
+    fresh: list[bytes] = []
+    segments = cut(3 * MSS)
+    assert out.seal_segments(segments, NH_IPV4, fresh) == 3
+    got = [struct.unpack_from("!I", fresh[i], 4)[0] for i in range(0, 6, 2)]
+    assert got == [5, 6, 7]
+    assert opened(inbound, fresh) == segments.packets()
