@@ -234,14 +234,14 @@ class Message:
     def is_from_initiator(self) -> bool:
         return bool(self.flags & HeaderFlag.INITIATOR)
 
-    def get(self, cls: type, ptype: PayloadType | None = None):  # type: ignore[no-untyped-def]
+    def get(self, cls: type, ptype: PayloadType | None = None):
         """First payload of a class (and, for ID/TS, of a payload type), or None."""
         for p in self.payloads:
             if isinstance(p, cls) and (ptype is None or p.ptype == ptype):
                 return p
         return None
 
-    def all(self, cls: type) -> list:  # type: ignore[type-arg]
+    def all(self, cls: type) -> list:
         return [p for p in self.payloads if isinstance(p, cls)]
 
     def notifies(self) -> list[NotifyPayload]:

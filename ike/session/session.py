@@ -27,7 +27,7 @@ from ike.errors import CryptoError, DecodeError, IkeError
 from ike.fragments import fragment
 from ike.payloads import Message, NotifyPayload, Payload
 from ike.session import events as ev
-from ike.session.config import SessionConfig
+from ike.session.config import ChildConfig, SessionConfig
 from ike.session.state import ChildSa, IkeSa, ResponseCache
 
 Address = tuple[str, int]
@@ -273,16 +273,16 @@ class IkeSession:
         times.extend(d.at for d in self.delayed)
         if self.half_open_deadline is not None:
             times.append(self.half_open_deadline)
-        sa = self.sa
-        if self.state is State.ESTABLISHED and sa is not None:
-            for t in (sa.rekey_at, sa.expire_at):
+        current = self.sa
+        if self.state is State.ESTABLISHED and current is not None:
+            for t in (current.rekey_at, current.expire_at):
                 if t is not None:
                     times.append(t)
             for c in self.children.values():
                 times.append(c.expire_at)
                 if c.state.value == "installed":
                     times.append(c.rekey_at)
-            if sa.pending is None and not self.queue:
+            if current.pending is None and not self.queue:
                 times.append(self.last_peer_activity + self.config.dpd_interval)
         return min(times) if times else None
 
@@ -567,7 +567,7 @@ class IkeSession:
         self._next_child_id += 1
         return cid
 
-    def child_config(self, name: str):  # type: ignore[no-untyped-def]
+    def child_config(self, name: str) -> ChildConfig:
         for c in self.config.children:
             if c.name == name:
                 return c

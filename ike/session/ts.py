@@ -71,7 +71,7 @@ def describe(selectors: Iterable[TrafficSelector]) -> list[str]:
     """'10.1.0.0/16' where the range is a prefix, 'a-b' otherwise; protocol/ports if narrowed."""
     out = []
     for ts in selectors:
-        nets = list(ipaddress.summarize_address_range(ts.start_addr, ts.end_addr))  # type: ignore[arg-type]
+        nets = list(ipaddress.summarize_address_range(ts.start_addr, ts.end_addr))
         text = str(nets[0]) if len(nets) == 1 else f"{ts.start_addr}-{ts.end_addr}"
         if ts.ip_protocol or (ts.start_port, ts.end_port) != (0, 65535):
             ports = (
