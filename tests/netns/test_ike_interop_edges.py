@@ -95,7 +95,7 @@ CROSSINGS: dict[str, tuple[Callable[[StrongSwan], Any], str, tuple[str, ...]]] =
         ("IkeSaRekeyed", "ChildSaRekeyed"),
     ),
     "their-child-delete-our-child-rekey": (
-        lambda sw: sw.terminate(child=CHILD, timeout=2),
+        lambda sw: sw.terminate(child=CHILD, timeout=10),  # the DELETE may be retransmitted
         "rekey_child",
         ("ChildSaDown",),
     ),
