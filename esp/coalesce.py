@@ -26,8 +26,7 @@ addresses first spares that in batches of many flows. From 24 segments of one le
 on, after a few such comparisons, the segments are joined once into rows of a 2-D numpy
 array: masked headers compare as one bytes string, sequence numbers against the ones
 expected. The same rows (joined for any run of two or more) give the TCP sums of all
-full-size segments in one call (as little-endian words; odd sizes: two, of the high and
-the low bytes) and the payload to write in another.
+full-size segments in one call (esp.csum.row_sums) and the payload to write in another.
 """
 
 from __future__ import annotations
@@ -35,11 +34,11 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from esp.csum import checksum, fold, sum16
+from esp.csum import checksum, fold, row_sums, sum16
 from esp.tso import GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM, VNET_HDR, ZERO_VNET_HDR
 
 __all__ = ["MAX_SUPER", "TunWriter"]
@@ -51,10 +50,6 @@ _IPPROTO_TCP = 6
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _from_bytes = int.from_bytes
-_add_reduce = np.add.reduce  # the ufunc itself: ndarray.sum() adds a Python wrapper
-# Little-endian words, whatever the host: a little-endian 16-bit sum is 256 times the
-# big-endian one modulo 0xFFFF (esp.csum), and so is a sum of 32-bit words.
-_LE_WORDS: dict[int, np.dtype[Any]] = {0: np.dtype("<u4"), 2: np.dtype("<u2")}  # by length % 4
 _BE32 = np.dtype(">u4")
 _VECTOR_MIN = 24  # candidates from which numpy compares headers faster (measured)
 _PROBE = 4  # segments compared one by one first: most short runs end before
@@ -345,16 +340,8 @@ def _verified_rows(tcp: np.ndarray, head: Packet, ip_len: int) -> int:
     """How many rows from the first carry a correct TCP checksum; ``tcp``: the TCP bytes
     of equal-length segments, a row each. Correct: the sum of pseudo-header and TCP
     bytes, checksum field included, is 0 modulo 0xFFFF."""
-    tcp_len = tcp.shape[1]
-    base = _pseudo_sum(head, ip_len) + tcp_len
-    if tcp_len & 1:  # no words: bytes at even offsets are the high halves
-        sums = _add_reduce(tcp[:, ::2], axis=1, dtype=np.uint64) * 256
-        sums += _add_reduce(tcp[:, 1::2], axis=1, dtype=np.uint64)
-        want = -base % 0xFFFF
-    else:  # little-endian words sum to 256 times the big-endian sum
-        sums = _add_reduce(tcp.view(_LE_WORDS[tcp_len % 4]), axis=1, dtype=np.uint64)
-        want = -base * 256 % 0xFFFF
-    residues: list[int] = (sums % 0xFFFF).tolist()
+    want = -(_pseudo_sum(head, ip_len) + tcp.shape[1]) % 0xFFFF
+    residues: list[int] = row_sums(tcp).tolist()
     if residues.count(want) == len(residues):
         return len(residues)
     return next(k for k, r in enumerate(residues) if r != want)

@@ -10,15 +10,12 @@ per-packet system calls they save.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
-__all__ = ["checksum", "fold", "sum16", "sums_array", "sums_of_equal_parts"]
+__all__ = ["checksum", "fold", "row_sums", "sum16", "sums_array", "sums_of_equal_parts"]
 
 _BE16 = np.dtype(">u2")
-_LE32 = np.dtype("<u4")
-_BIG_ENDIAN_HOST = sys.byteorder == "big"  # then the 32-bit shortcut would need no swap
+_LE16, _LE32 = np.dtype("<u2"), np.dtype("<u4")  # explicit byte order: right on any host
 _add_reduce = np.add.reduce  # the ufunc itself: ndarray.sum() adds a Python wrapper
 
 
@@ -56,17 +53,24 @@ def sums_of_equal_parts(data: bytes | bytearray | memoryview, part: int) -> list
 
 
 def sums_array(data: bytes | bytearray | memoryview, part: int) -> np.ndarray:
-    """sums_of_equal_parts as an int64 array for an even ``part``, each sum reduced
-    modulo 0xFFFF (all that checksums need).
-
-    When part is a multiple of 4 the bytes are summed as native 32-bit words, which numpy
-    adds faster than byte-swapped 16-bit ones: a little-endian 32-bit word is congruent
-    to the sum of its two little-endian 16-bit halves (2^16 = 1 mod 0xFFFF), and a
-    byte-swapped word is the word times 256 (mod 0xFFFF), 256 being its own inverse."""
+    """sums_of_equal_parts as an int64 array, each sum reduced modulo 0xFFFF (row_sums of
+    data cut into rows of ``part`` bytes)."""
     count = len(data) // part
-    if part & 3 or _BIG_ENDIAN_HOST:
-        words = np.frombuffer(data, dtype=_BE16, count=count * part // 2)
-        return _add_reduce(words.reshape(count, part // 2), axis=1, dtype=np.int64) % 0xFFFF
-    words = np.frombuffer(data, dtype=_LE32, count=count * part // 4)
-    sums = _add_reduce(words.reshape(count, part // 4), axis=1, dtype=np.int64)
-    return sums % 0xFFFF * 256 % 0xFFFF
+    return row_sums(np.frombuffer(data, dtype=np.uint8, count=count * part).reshape(count, part))
+
+
+def row_sums(rows: np.ndarray) -> np.ndarray:
+    """sum16() of each row of a 2-D uint8 array (its last axis contiguous), reduced modulo
+    0xFFFF, as int64: what a checksum needs, for all segments of a run in one call.
+
+    Even rows are summed as little-endian 16-bit words, or 32-bit ones when the length
+    allows, which numpy adds faster than byte-swapped ones: a little-endian 32-bit word
+    is congruent to the sum of its two 16-bit halves (2^16 = 1 mod 0xFFFF), and a
+    byte-swapped word is the word times 256 (mod 0xFFFF), 256 being its own inverse.
+    Odd rows have no words: the bytes at even offsets are the high halves."""
+    width = rows.shape[1]
+    if width & 1:
+        high = _add_reduce(rows[:, ::2], axis=1, dtype=np.int64)
+        return (high * 256 + _add_reduce(rows[:, 1::2], axis=1, dtype=np.int64)) % 0xFFFF
+    words = rows.view(_LE16 if width & 2 else _LE32)
+    return _add_reduce(words, axis=1, dtype=np.int64) % 0xFFFF * 256 % 0xFFFF

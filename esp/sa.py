@@ -618,8 +618,6 @@ class InboundSa:
         "_batch_opener",
         "_cipher",
         "_ct_mask",
-        "_esn",
-        "_icv_len",
         "_min_len",
         "_soft_seq",
         "bytes",
@@ -645,9 +643,7 @@ class InboundSa:
         self.packets = 0
         self.bytes = 0  # inner bytes delivered
         self.drops: dict[DropReason, int] = dict.fromkeys(DropReason, 0)
-        self._esn = params.esn
         self._soft_seq = _soft_limit(MAX_SEQ if params.esn else MAX_SEQ_32)
-        self._icv_len = params.icv_len
         if params.is_aead:
             self._min_len = ESP_HEADER_LEN + params.iv_len + 2 + params.icv_len
             self._ct_mask = 0  # counter-mode: no length alignment to insist on

@@ -223,18 +223,17 @@ class SelectorSet:
             proto = packet[6]
             if n >= 44 and proto in _PORT_PROTOS:  # no extension headers
                 key = bytes(packet[8:44])
-        if key is None:
-            fields = inner_addresses(packet)
-            return fields is not None and self.allows(*fields)
         memo = self._memo
-        hit = memo.get(key)
-        if hit is not None and hit[0] == proto:
-            return hit[1]
+        if key is not None:
+            hit = memo.get(key)
+            if hit is not None and hit[0] == proto:
+                return hit[1]
         fields = inner_addresses(packet)
         allowed = fields is not None and self.allows(*fields)
-        if len(memo) >= _MEMO_MAX:
-            memo.clear()
-        memo[key] = (proto, allowed)
+        if key is not None:
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[key] = (proto, allowed)
         return allowed
 
     def __repr__(self) -> str:
