@@ -178,6 +178,12 @@ CASES = [
     ),
     Case("bad-auth", add(S0, 'auth = "cert"'), "site[0].auth", "must be 'psk' or 'pubkey'"),
     Case(
+        "bad-encapsulation",
+        add(S0, 'encapsulation = "gre"'),
+        "site[0].encapsulation",
+        "must be 'auto', 'udp' or 'esp' (got 'gre')",
+    ),
+    Case(
         "psk-and-psk-file",
         add(S0, 'psk_file = "branch1.psk"'),
         "site[0].psk",
